@@ -1,0 +1,65 @@
+"""The ``hpc-unet`` command: one verb per pipeline stage.
+
+Each verb lives in ``hpc_unet.commands.<verb>`` with ``add_arguments(parser)`` and ``run(args) -> int``.
+Command modules import nothing heavy at module level, so ``--help`` and the login-node verbs start fast
+and never load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hpc_unet import __version__
+from hpc_unet.errors import UserError
+
+VERBS = {
+    "manifest": "expand a grid spec into the study's manifest",
+    "submit": "run the study's pending experiments (Slurm job array, or locally)",
+    "status": "show the study's progress",
+    "collect": "merge result shards into results/",
+    "analyze": "statistics, figures, verdicts and the report",
+    "report": "rebuild the report from an existing analysis",
+    "followup": "write the grid for the next study from this one's results",
+    "train": "train one experiment of a study (what each array task runs)",
+    "data": "synthesize or inspect data",
+    "demo": "run the whole pipeline on synthetic data on this machine",
+    "bench": "benchmarks: training throughput, per-task overhead, orchestration at scale",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpc-unet",
+        description="Systematic U-Net hyperparameter studies on Slurm GPU clusters. "
+        "Pipeline: manifest -> submit -> (train) -> status -> collect -> analyze.",
+    )
+    parser.add_argument("--version", action="version", version=f"hpc-unet {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for verb, help_text in VERBS.items():
+        module = importlib.import_module(f"hpc_unet.commands.{verb}")
+        p = sub.add_parser(verb, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "verb", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        print(f"hpc-unet {args.verb}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"hpc-unet {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""analyze (not built yet)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise SystemExit("hpc-unet analyze: not implemented yet")

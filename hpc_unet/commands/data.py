@@ -1,0 +1,11 @@
+"""data (not built yet)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise SystemExit("hpc-unet data: not implemented yet")

@@ -1,0 +1,1 @@
+"""The results contract: shards written by tasks, merged by the collector."""

@@ -1,0 +1,78 @@
+"""Shard schema: what one attempt of one experiment writes, and what collect and analyze read.
+
+Every attempt writes two Parquet files under ``<study>/shards/``, history first, summary last:
+``<attempt_id>.history.parquet`` (one row per epoch) and ``<attempt_id>.summary.parquet`` (one row).
+The summary is the commit point: an attempt without a summary file does not exist for the collector.
+
+``attempt_id`` = ``<exp_id>.a<NNN>.<8 hex>``: the attempt number (restarts of a Slurm task are the same
+attempt; a resubmission is a new one) plus a random suffix so two racing writers never collide.
+"""
+
+from __future__ import annotations
+
+SHARD_SCHEMA_VERSION = 1
+
+STATUSES = ("completed", "failed", "oom", "diverged")
+
+# Summary columns beyond the manifest row (which is copied in whole, so results carry every setting).
+SUMMARY_COLUMNS: dict[str, str] = {
+    "exp_id": "experiment id (manifest)",
+    "attempt_id": "unique id of this attempt",
+    "attempt": "1-based attempt number (resubmissions)",
+    "status": "completed | failed | oom | diverged",
+    "error_type": "exception class name, '' when completed",
+    "error_message": "exception message",
+    "error_traceback": "last lines of the traceback",
+    "diverged_epoch": "epoch whose loss was NaN/inf (0 if none)",
+    "best_val_jacard": "max over epochs of val_jacard_coef (stateful, whole validation set)",
+    "best_val_iou": "val_iou at the best epoch (thresholded at 0.5)",
+    "best_val_dice": "val_dice at the best epoch",
+    "best_epoch": "1-based epoch of best_val_jacard (convergence speed)",
+    "epochs_run": "epochs trained",
+    "stopped_early": "EarlyStopping ended the run before `epochs`",
+    "val_loss_std": "population std of val_loss over all epochs run (stability)",
+    "val_loss_std_detrended": "std of val_loss residuals after a least-squares line over epochs (oscillation)",
+    "overfit_gap_best": "val_loss - loss at the best epoch",
+    "overfit_gap_end": "val_loss - loss at the last epoch",
+    "final_loss": "training loss at the last epoch",
+    "final_val_loss": "validation loss at the last epoch",
+    "mean_epoch_seconds": "mean wall seconds per epoch (excluding the first, which includes tracing, when >1)",
+    "total_train_seconds": "wall seconds of training over all restarts",
+    "peak_gpu_bytes": "TensorFlow GPU peak memory (0 on CPU)",
+    "max_rss_bytes": "process max resident set size",
+    "param_count": "trainable + non-trainable parameters",
+    "model_bytes": "size of the saved best model (.keras)",
+    "device": "GPU name or 'CPU'",
+    "tf_version": "TensorFlow version",
+    "package_version": "hpc-unet version",
+    "git_commit": "git commit of the hpc-unet checkout, '' if unknown",
+    "data_provenance": "JSON: paths, sha256, counts, patch size, split",
+    "restarts": "times this attempt was restarted (Slurm requeue, resume from checkpoint)",
+    "resumed_from_epoch": "epoch the last restart resumed after (0 if never resumed)",
+    "job_id": "Slurm/submitit job id, '' locally in-process",
+    "host": "node name",
+    "started_at": "ISO time the attempt first started",
+    "finished_at": "ISO time the shard was written",
+    "test_jacard": "test-set Jaccard with the best weights (NaN without a test set)",
+    "test_iou": "test-set IoU at 0.5",
+    "test_dice": "test-set dice",
+    "val_patch_intersection": "list: per validation patch sum(t*p) with the best weights (for bootstraps)",
+    "val_patch_union": "list: per validation patch sum(t)+sum(p)-sum(t*p)",
+    "schema_version": "shard schema version",
+}
+
+HISTORY_COLUMNS: dict[str, str] = {
+    "exp_id": "experiment id",
+    "attempt_id": "attempt id",
+    "epoch": "1-based epoch",
+    "loss": "training loss",
+    "val_loss": "validation loss",
+    "jacard_coef": "training Jaccard (stateful over the epoch)",
+    "val_jacard_coef": "validation Jaccard over the whole validation set",
+    "iou": "training IoU at 0.5",
+    "val_iou": "validation IoU at 0.5",
+    "dice": "training dice",
+    "val_dice": "validation dice",
+    "lr": "learning rate used in this epoch",
+    "epoch_seconds": "wall seconds of the epoch",
+}

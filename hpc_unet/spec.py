@@ -1,0 +1,273 @@
+"""Grid spec (TOML) -> validated spec.
+
+A spec has the tables ``[study]``, ``[data]``, ``[train]`` (settings shared by every experiment),
+``[grid]`` (axes: any train setting given as a list, plus ``replicates``), ``[slurm]`` and ``[policy]``.
+Every error names the table, the key and the fix, with a did-you-mean for misspellings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_unet.errors import UserError
+
+ARCHITECTURES = ("UNet", "Attention_UNet", "Attention_ResUNet")
+ARCH_SHORT = {"UNet": "unet", "Attention_UNet": "attunet", "Attention_ResUNet": "attresunet"}
+LOSSES = ("focal", "bce", "dice_bce")
+PRECISIONS = ("float32", "mixed_bfloat16")
+DATA_KINDS = ("tiff", "folders", "synthetic")
+OOM_POLICIES = ("record", "skip-larger-batches")
+
+
+def _pos_float(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+def _nonneg_float(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _nonneg_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _unit(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1
+
+
+def _fraction(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1
+
+
+# name: (default, check, what the check means)
+TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
+    "architecture": ("UNet", lambda v: v in ARCHITECTURES, f"one of {', '.join(ARCHITECTURES)}"),
+    "learning_rate": (1e-3, _pos_float, "a positive number"),
+    "batch_size": (8, _pos_int, "a positive integer"),
+    "epochs": (30, _pos_int, "a positive integer"),
+    "seed": (0, _nonneg_int, "a non-negative integer"),
+    "loss": ("focal", lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
+    "focal_gamma": (2.0, _nonneg_float, "a non-negative number"),
+    "class_balancing": (False, _bool, "true or false"),
+    "focal_alpha": (0.25, _fraction, "a number between 0 and 1"),
+    "clipnorm": (1.0, _nonneg_float, "a non-negative number (0 turns clipping off)"),
+    "reduce_lr": (True, _bool, "true or false"),
+    "reduce_lr_factor": (0.5, _fraction, "a number between 0 and 1"),
+    "reduce_lr_patience": (5, _nonneg_int, "a non-negative integer"),
+    "min_lr": (1e-6, _nonneg_float, "a non-negative number"),
+    "early_stopping": (True, _bool, "true or false"),
+    "early_stopping_patience": (10, _nonneg_int, "a non-negative integer"),
+    "base_filters": (64, _pos_int, "a positive integer"),
+    "depth": (4, lambda v: _pos_int(v) and v <= 6, "an integer from 1 to 6"),
+    "dropout": (0.0, _unit, "a number in [0, 1)"),
+    "batch_norm": (True, _bool, "true or false"),
+    "precision": ("float32", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "jit_compile": (False, _bool, "true or false"),
+}
+
+DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
+    "kind": ("tiff", lambda v: v in DATA_KINDS, f"one of {', '.join(DATA_KINDS)}"),
+    "images": ("", lambda v: isinstance(v, str), "a path"),
+    "masks": ("", lambda v: isinstance(v, str), "a path"),
+    "test_images": ("", lambda v: isinstance(v, str), "a path or empty"),
+    "test_masks": ("", lambda v: isinstance(v, str), "a path or empty"),
+    "patch_size": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
+    "val_fraction": (0.1, _fraction, "a number between 0 and 1"),
+    "split_seed": (0, _nonneg_int, "a non-negative integer"),
+    "max_patches": (0, _nonneg_int, "a non-negative integer (0 = all patches)"),
+    "synth_slices": (8, _pos_int, "a positive integer"),
+    "synth_height": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
+    "synth_width": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
+    "synth_seed": (0, _nonneg_int, "a non-negative integer"),
+}
+
+SLURM_KEYS = (
+    "partition", "gpu_type", "gpus_per_task", "cpus_per_task", "mem", "time", "account", "qos",
+    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues",
+)
+STUDY_KEYS = ("name", "description")
+POLICY_KEYS = ("on_oom",)
+TABLES = ("study", "data", "train", "grid", "slurm", "policy")
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _unknown(where: str, key: str, allowed: Any) -> UserError:
+    return UserError(
+        f"unknown key '{key}' in {where}{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}"
+    )
+
+
+def check_value(table: str, params: dict[str, tuple[Any, Any, str]], key: str, value: Any) -> None:
+    if key not in params:
+        raise _unknown(f"[{table}]", key, params)
+    _default, ok, meaning = params[key]
+    if not ok(value):
+        hint = ""
+        if key == "architecture" or key == "loss" or key == "precision" or key == "kind":
+            hint = did_you_mean(value, ARCHITECTURES if key == "architecture" else LOSSES if key == "loss"
+                                else PRECISIONS if key == "precision" else DATA_KINDS)
+        raise UserError(f"[{table}] {key} = {value!r} is invalid{hint}: it must be {meaning}")
+
+
+@dataclass
+class GridSpec:
+    """A validated grid spec. ``axes`` keeps the order the user wrote; ``replicates`` repeats seeds."""
+
+    name: str
+    description: str
+    data: dict[str, Any]
+    train: dict[str, Any]
+    axes: dict[str, list[Any]]
+    replicates: int
+    slurm: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def fingerprint(self) -> str:
+        """Hash of everything that determines the manifest (not Slurm settings)."""
+        payload = json.dumps(
+            {"data": self.data, "train": self.train, "axes": self.axes, "replicates": self.replicates},
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    if not value:
+        return ""
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    if "$" in expanded:
+        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it or edit the spec")
+    p = Path(expanded)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``table.key=value`` strings (values parsed as TOML) -> nested dict."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set '{item}' must look like table.key=value, e.g. data.images=/path/stack.tif")
+        dotted, raw = item.split("=", 1)
+        table, key = dotted.split(".", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(table, {})[key] = value
+    return out
+
+
+def load_spec(path: str | os.PathLike, overrides: list[str] | None = None, base: Path | None = None) -> GridSpec:
+    """Read and validate a grid spec file. Relative data paths resolve against ``base`` (default: CWD)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"grid spec {path} does not exist; pass an existing TOML file with --grid")
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read grid spec {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"grid spec {path} is not valid TOML: {exc}") from exc
+    for table, values in parse_overrides(overrides).items():
+        raw.setdefault(table, {})
+        if not isinstance(raw[table], dict):
+            raise UserError(f"--set {table}.*: [{table}] is not a table in {path}")
+        raw[table].update(values)
+    spec = validate_spec(raw, base=base or Path.cwd())
+    spec.source = text
+    return spec
+
+
+def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
+    for table in raw:
+        if table not in TABLES:
+            raise _unknown("the grid spec", table, TABLES)
+        if not isinstance(raw[table], dict):
+            raise UserError(f"'{table}' must be a table ([{table}]) in the grid spec")
+
+    study = raw.get("study", {})
+    for key in study:
+        if key not in STUDY_KEYS:
+            raise _unknown("[study]", key, STUDY_KEYS)
+    name = str(study.get("name", "study"))
+
+    data = {k: v[0] for k, v in DATA_PARAMS.items()}
+    for key, value in raw.get("data", {}).items():
+        check_value("data", DATA_PARAMS, key, value)
+        data[key] = value
+    if data["kind"] in ("tiff", "folders"):
+        for key in ("images", "masks"):
+            if not data[key]:
+                raise UserError(f"[data] {key} is required for kind = '{data['kind']}'; set it to a path")
+    if bool(data["test_images"]) != bool(data["test_masks"]):
+        raise UserError("[data] test_images and test_masks go together: set both or neither")
+    for key in ("images", "masks", "test_images", "test_masks"):
+        data[key] = _resolve_path(data[key], base)
+
+    train = {k: v[0] for k, v in TRAIN_PARAMS.items()}
+    for key, value in raw.get("train", {}).items():
+        check_value("train", TRAIN_PARAMS, key, value)
+        train[key] = value
+
+    axes: dict[str, list[Any]] = {}
+    replicates = 1
+    for key, value in raw.get("grid", {}).items():
+        if key == "replicates":
+            if not _pos_int(value):
+                raise UserError(f"[grid] replicates = {value!r} is invalid: it must be a positive integer")
+            replicates = value
+            continue
+        if key not in TRAIN_PARAMS:
+            raise _unknown("[grid]", key, [*TRAIN_PARAMS, "replicates"])
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise UserError(f"[grid] {key} is an empty list; give at least one value")
+        for v in values:
+            check_value("grid", TRAIN_PARAMS, key, v)
+        if len(set(map(repr, values))) != len(values):
+            raise UserError(f"[grid] {key} lists a value twice ({values}); remove the duplicate")
+        axes[key] = values
+    if "seed" in axes and replicates > 1:
+        raise UserError("[grid] give either a seed axis or replicates, not both")
+
+    if train["depth"] and data["patch_size"] % (2 ** max([train["depth"], *axes.get("depth", [])])):
+        raise UserError(
+            f"[data] patch_size = {data['patch_size']} must be divisible by 2**depth for the U-Net pooling; "
+            "choose a multiple of 16 (depth 4)"
+        )
+
+    slurm = dict(raw.get("slurm", {}))
+    for key in slurm:
+        if key not in SLURM_KEYS:
+            raise _unknown("[slurm]", key, SLURM_KEYS)
+    policy = {"on_oom": "record"}
+    for key, value in raw.get("policy", {}).items():
+        if key not in POLICY_KEYS:
+            raise _unknown("[policy]", key, POLICY_KEYS)
+        if value not in OOM_POLICIES:
+            raise UserError(f"[policy] on_oom = {value!r} is invalid{did_you_mean(value, OOM_POLICIES)}: "
+                            f"it must be one of {', '.join(OOM_POLICIES)}")
+        policy[key] = value
+    return GridSpec(name=name, description=str(study.get("description", "")), data=data, train=train,
+                    axes=axes, replicates=replicates, slurm=slurm, policy=policy)

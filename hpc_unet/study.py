@@ -1,0 +1,192 @@
+"""The study directory: its layout, its schema version and atomic file writes.
+
+Everything a later command needs lives in the study directory, so any shell on the login node sees the
+same state. Every file is written to a temporary name in the same directory, fsynced and renamed, so a
+reader never sees a partial file and a kill never leaves one behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc_unet.errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the reliability tests (off unless HPC_UNET_FAULT names this point).
+
+    ``HPC_UNET_FAULT=point[:action[:count]]``; action is ``kill`` (SIGKILL, the default), ``raise``
+    (RuntimeError) or ``oom`` (ResourceExhaustedError-like). ``count`` limits how often it fires across
+    processes, tracked in the file named by HPC_UNET_FAULT_STATE (default: fire every time).
+    """
+    spec = os.environ.get("HPC_UNET_FAULT")
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] != name:
+        return
+    action = parts[1] if len(parts) > 1 and parts[1] else "kill"
+    if len(parts) > 2:
+        state = Path(os.environ.get("HPC_UNET_FAULT_STATE", "/tmp/hpc-unet-fault-state"))
+        fired = int(state.read_text()) if state.exists() else 0
+        if fired >= int(parts[2]):
+            return
+        state.write_text(str(fired + 1))
+    if action == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "oom":
+        raise MemoryError(f"injected out-of-memory at {name}")
+    raise RuntimeError(f"injected fault at {name}")
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    """Call ``writer(tmp)`` on a temporary path beside ``path``, fsync it, then rename it over ``path``.
+
+    If the writer fails (full disk, permission, kill), the previous ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class Study:
+    """Paths inside one study directory."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike) -> Study:
+        return cls(Path(root).expanduser().resolve())
+
+    @property
+    def meta_file(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "spec.toml"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def submissions_dir(self) -> Path:
+        return self.root / "submissions"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """submitit's folder: pickled tasks and job logs."""
+        return self.root / "jobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where synthetic data for the study is generated."""
+        return self.root / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / "analysis"
+
+    def run_dir(self, exp_id: str) -> Path:
+        return self.runs_dir / exp_id
+
+    def progress_file(self, exp_id: str) -> Path:
+        return self.run_dir(exp_id) / "progress.json"
+
+    def exists(self) -> bool:
+        return self.meta_file.exists()
+
+    def require(self) -> Study:
+        """Fail with a clear message unless this is a study of our schema version."""
+        if not self.meta_file.exists():
+            raise UserError(
+                f"{self.root} is not a study directory (no study.json); create it with "
+                f"`hpc-unet manifest --grid SPEC --study {self.root}`"
+            )
+        try:
+            meta = read_json(self.meta_file)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{self.meta_file} is unreadable ({exc}); recreate the study with --force") from exc
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"{self.root} has study schema version {version}, this hpc-unet reads version "
+                f"{SCHEMA_VERSION}; use the hpc-unet release that created it or start a new study"
+            )
+        return self
+
+    def write_meta(self, **extra: Any) -> None:
+        meta = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if self.meta_file.exists():
+            try:
+                meta.update({k: v for k, v in read_json(self.meta_file).items() if k == "created"})
+            except (OSError, ValueError):
+                pass
+        meta.update(extra)
+        meta["schema_version"] = SCHEMA_VERSION
+        atomic_write_json(self.meta_file, meta)

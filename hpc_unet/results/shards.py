@@ -1,0 +1,94 @@
+"""Write and read result shards (see schema.py for the contract)."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hpc_unet.results.schema import HISTORY_COLUMNS, SHARD_SCHEMA_VERSION, SUMMARY_COLUMNS
+from hpc_unet.study import Study, atomic_write, fault_point
+
+SUMMARY_SUFFIX = ".summary.parquet"
+HISTORY_SUFFIX = ".history.parquet"
+_ATTEMPT_RE = re.compile(r"^(?P<exp>.+)\.a(?P<attempt>\d{3,})\.(?P<tag>[0-9a-f]{8})$")
+
+
+def new_attempt_id(exp_id: str, attempt: int) -> str:
+    return f"{exp_id}.a{attempt:03d}.{secrets.token_hex(4)}"
+
+
+def parse_attempt_id(attempt_id: str) -> tuple[str, int]:
+    match = _ATTEMPT_RE.match(attempt_id)
+    if not match:
+        raise ValueError(f"not an attempt id: {attempt_id}")
+    return match["exp"], int(match["attempt"])
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    row = dict(summary)
+    row["schema_version"] = SHARD_SCHEMA_VERSION
+    for key in SUMMARY_COLUMNS:
+        row.setdefault(key, None)
+    for key in ("val_patch_intersection", "val_patch_union"):
+        value = row.get(key)
+        row[key] = [float(v) for v in value] if value is not None else []
+    if isinstance(row.get("data_provenance"), dict):
+        row["data_provenance"] = json.dumps(row["data_provenance"], sort_keys=True, default=str)
+    return pd.DataFrame([row])
+
+
+def write_shard(study: Study, summary: dict[str, Any], history: list[dict[str, Any]]) -> Path:
+    """Write one attempt's history then summary, each atomically. Returns the summary path."""
+    attempt_id = summary["attempt_id"]
+    hist = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+    hist["exp_id"] = summary["exp_id"]
+    hist["attempt_id"] = attempt_id
+    hist = hist.astype({"epoch": "int64"})
+    study.shards_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(study.shards_dir / f"{attempt_id}{HISTORY_SUFFIX}", lambda tmp: hist.to_parquet(tmp, index=False))
+    fault_point("shard-between")
+    path = study.shards_dir / f"{attempt_id}{SUMMARY_SUFFIX}"
+    atomic_write(path, lambda tmp: _summary_frame(summary).to_parquet(tmp, index=False))
+    return path
+
+
+def summary_files(study: Study) -> list[Path]:
+    if not study.shards_dir.exists():
+        return []
+    return sorted(p for p in study.shards_dir.iterdir() if p.name.endswith(SUMMARY_SUFFIX))
+
+
+def history_file_for(summary_path: Path) -> Path:
+    return summary_path.with_name(summary_path.name[: -len(SUMMARY_SUFFIX)] + HISTORY_SUFFIX)
+
+
+def completed_experiments(study: Study) -> dict[str, str]:
+    """exp_id -> status of its newest attempt, from shard file names and contents (cheap columns only)."""
+    out: dict[str, tuple[int, str, str]] = {}
+    for path in summary_files(study):
+        try:
+            frame = pd.read_parquet(path, columns=["exp_id", "attempt", "status", "finished_at"])
+        except Exception:
+            continue
+        row = frame.iloc[0]
+        key = (int(row["attempt"]), str(row["finished_at"]), str(row["status"]))
+        prev = out.get(row["exp_id"])
+        if prev is None or _rank(key) > _rank(prev):
+            out[row["exp_id"]] = key
+    return {exp: v[2] for exp, v in out.items()}
+
+
+def _rank(key: tuple[int, str, str]) -> tuple[int, int, str]:
+    """A completed attempt outranks any failure; then the newer attempt wins."""
+    attempt, finished, status = key
+    return (1 if status == "completed" else 0, attempt, finished)

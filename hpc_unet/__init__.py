@@ -5,3 +5,8 @@ Only ``hpc_unet.models`` and ``hpc_unet.train`` import TensorFlow.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# TensorFlow's C++ start-up chatter (CUDA probes on CPU nodes) hides real messages; users can override.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -78,6 +78,7 @@ TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "batch_norm": (True, _bool, "true or false"),
     "precision": ("float32", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "jit_compile": (False, _bool, "true or false"),
+    "run_eagerly": (False, _bool, "true or false (eager is faster only for tiny models on a CPU)"),
 }
 
 DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {

@@ -1,11 +1,94 @@
-"""submit (not built yet)."""
+"""Run the study's pending experiments: one Slurm job array (default), or on this machine.
+
+Only experiments without a result are submitted (add --retry-failed for failed/oom/diverged ones);
+experiments whose job is still queued or running are skipped. Slurm settings default to the grid
+spec's [slurm] table; flags override them. --executor local runs tasks as local subprocesses through
+submitit (at most --max-parallel at once) and waits; --executor debug runs them in this process.
+"""
+
+from __future__ import annotations
 
 import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--study", required=True, help="study directory")
+    parser.add_argument("--executor", default="slurm", help="slurm (default), local or debug")
+    parser.add_argument("--max-parallel", type=int, default=1, help="local: tasks at once (default 1)")
+    parser.add_argument("--retry-failed", action="store_true", help="also rerun failed, oom and diverged experiments")
+    parser.add_argument("--only", action="append", metavar="EXP_ID", help="submit only these experiments (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the sbatch script and task map; submit nothing")
+    try:
+        from hpc_unet.dispatch.slurm import add_slurm_arguments
+    except ImportError:
+        return
+    add_slurm_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("hpc-unet submit: not implemented yet")
+    from rich.console import Console
+
+    from hpc_unet.dispatch.submit import active_experiments, check_executor, plan, submit_slurm
+    from hpc_unet.errors import UserError
+    from hpc_unet.study import Study, read_json
+
+    study = Study.at(args.study).require()
+    executor = check_executor(args.executor)
+    if args.max_parallel < 1:
+        raise UserError(f"--max-parallel {args.max_parallel} must be at least 1")
+    options = None
+    if executor == "slurm":
+        from hpc_unet.dispatch.slurm import options_from_args
+
+        options = options_from_args(args, read_json(study.meta_file).get("slurm", {}))
+    planned = plan(study, retry_failed=args.retry_failed, only=args.only,
+                   active=set() if args.dry_run else active_experiments(study))
+    console = Console()
+    if not planned:
+        console.print("nothing to submit: every experiment has a result or a live job "
+                      "(--retry-failed reruns failed ones)")
+        return 0
+    if executor == "slurm":
+        record, script = submit_slurm(study, planned, options, dry_run=args.dry_run)
+        if args.dry_run:
+            print(script)
+            print("# array task -> experiment")
+            for i, p in enumerate(planned):
+                print(f"# {i}\t{p.exp_id}\tattempt {p.attempt}\t({p.reason})")
+            return 0
+        first = record.tasks[0]["job_id"].split("_")[0] if record.tasks else "?"
+        console.print(f"submitted {len(planned)} experiments as Slurm array {first} "
+                      f"(partition {options.get('partition')}); follow with `hpc-unet status --study {study.root}`")
+        return 0
+    if args.dry_run:
+        for i, p in enumerate(planned):
+            print(f"{i}\t{p.exp_id}\tattempt {p.attempt}\t({p.reason})")
+        return 0
+    return run_local_with_progress(study, planned, executor, args.max_parallel, console)
+
+
+def run_local_with_progress(study, planned, executor: str, max_parallel: int, console) -> int:
+    """Run locally with a live status display; exit 1 if any experiment did not complete."""
+    from rich.live import Live
+
+    from hpc_unet.dispatch.submit import run_local
+    from hpc_unet.manifest import read_manifest
+    from hpc_unet.status.render import status_renderable
+    from hpc_unet.status.state import experiment_states, summarize
+
+    frame = read_manifest(study)
+    ids = {p.exp_id for p in planned}
+    sub = frame[frame["exp_id"].isin(ids)]
+
+    def view():
+        rows = experiment_states(study, sub, query_slurm=False)
+        return status_renderable(rows, summarize(rows, study), detail=False), rows
+
+    with Live(view()[0], console=console, refresh_per_second=2, transient=False) as live:
+        run_local(study, planned, executor=executor, max_parallel=max_parallel, on_update=lambda: live.update(view()[0]))
+        renderable, rows = view()
+        live.update(renderable)
+    bad = [r for r in rows if r["state"] != "completed"]
+    for r in bad:
+        console.print(f"[red]{r['exp_id']}: {r['state']}[/] {r.get('error', '')}")
+    return 1 if bad else 0

@@ -1,11 +1,35 @@
-"""train (not built yet)."""
+"""Train one experiment of a study (what each array task runs); resumes from its newest checkpoint."""
+
+from __future__ import annotations
 
 import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--study", required=True, help="study directory")
+    parser.add_argument("--experiment", required=True, help="experiment id from the manifest")
+    parser.add_argument("--attempt", type=int, default=0, help="attempt number (default: the next one)")
+    parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("hpc-unet train: not implemented yet")
+    from hpc_unet.dispatch.records import next_attempt
+    from hpc_unet.manifest import get_row
+    from hpc_unet.study import Study
+    from hpc_unet.train.run import run_experiment
+
+    study = Study.at(args.study)
+    row = get_row(study, args.experiment)
+    attempt = args.attempt or next_attempt(study, args.experiment)
+    try:
+        summary = run_experiment(row, study, attempt=attempt, fresh=args.fresh)
+    except Exception as exc:
+        print(f"hpc-unet train: {args.experiment} ended as a failure ({type(exc).__name__}: {exc}); "
+              f"its shard is in {study.shards_dir}")
+        return 1
+    if summary.get("status") == "completed" and "best_val_jacard" in summary:
+        print(f"{args.experiment}: completed, best val Jaccard {summary['best_val_jacard']:.4f} at epoch "
+              f"{summary['best_epoch']}/{summary['epochs_run']}")
+    else:
+        print(f"{args.experiment}: {summary.get('status')} {summary.get('note') or summary.get('error_message', '')}")
+    return 0

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 SHARD_SCHEMA_VERSION = 1
 
-STATUSES = ("completed", "failed", "oom", "diverged")
+STATUSES = ("completed", "failed", "oom", "diverged", "skipped")
 
 # Summary columns beyond the manifest row (which is copied in whole, so results carry every setting).
 SUMMARY_COLUMNS: dict[str, str] = {
     "exp_id": "experiment id (manifest)",
     "attempt_id": "unique id of this attempt",
     "attempt": "1-based attempt number (resubmissions)",
-    "status": "completed | failed | oom | diverged",
+    "status": "completed | failed | oom | diverged | skipped (OOM policy skipped a larger batch)",
     "error_type": "exception class name, '' when completed",
     "error_message": "exception message",
     "error_traceback": "last lines of the traceback",

@@ -17,6 +17,7 @@ from hpc_unet.study import Study, atomic_write, fault_point
 SUMMARY_SUFFIX = ".summary.parquet"
 HISTORY_SUFFIX = ".history.parquet"
 _ATTEMPT_RE = re.compile(r"^(?P<exp>.+)\.a(?P<attempt>\d{3,})\.(?P<tag>[0-9a-f]{8})$")
+_SUMMARY_RE = re.compile(r"^(?P<attempt_id>.+\.a\d{3,}\.[0-9a-f]{8})\.(?P<status>[a-z]+)\.summary\.parquet$")
 
 
 def new_attempt_id(exp_id: str, attempt: int) -> str:
@@ -57,7 +58,7 @@ def write_shard(study: Study, summary: dict[str, Any], history: list[dict[str, A
     study.shards_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(study.shards_dir / f"{attempt_id}{HISTORY_SUFFIX}", lambda tmp: hist.to_parquet(tmp, index=False))
     fault_point("shard-between")
-    path = study.shards_dir / f"{attempt_id}{SUMMARY_SUFFIX}"
+    path = study.shards_dir / f"{attempt_id}.{summary['status']}{SUMMARY_SUFFIX}"
     atomic_write(path, lambda tmp: _summary_frame(summary).to_parquet(tmp, index=False))
     return path
 
@@ -68,27 +69,38 @@ def summary_files(study: Study) -> list[Path]:
     return sorted(p for p in study.shards_dir.iterdir() if p.name.endswith(SUMMARY_SUFFIX))
 
 
+def parse_summary_name(name: str) -> tuple[str, int, str, str] | None:
+    """(exp_id, attempt, attempt_id, status) from a summary file name; None for other files."""
+    match = _SUMMARY_RE.match(name)
+    if not match:
+        return None
+    exp_id, attempt = parse_attempt_id(match["attempt_id"])
+    return exp_id, attempt, match["attempt_id"], match["status"]
+
+
 def history_file_for(summary_path: Path) -> Path:
-    return summary_path.with_name(summary_path.name[: -len(SUMMARY_SUFFIX)] + HISTORY_SUFFIX)
+    parsed = parse_summary_name(summary_path.name)
+    if parsed is None:
+        raise ValueError(f"not a summary shard: {summary_path}")
+    return summary_path.with_name(parsed[2] + HISTORY_SUFFIX)
+
+
+def shard_index(study: Study) -> dict[str, list[tuple[int, str, str]]]:
+    """exp_id -> [(attempt, attempt_id, status)] from file names alone (no reads: fast at any scale)."""
+    out: dict[str, list[tuple[int, str, str]]] = {}
+    for path in summary_files(study):
+        parsed = parse_summary_name(path.name)
+        if parsed is not None:
+            exp_id, attempt, attempt_id, status = parsed
+            out.setdefault(exp_id, []).append((attempt, attempt_id, status))
+    return out
 
 
 def completed_experiments(study: Study) -> dict[str, str]:
-    """exp_id -> status of its newest attempt, from shard file names and contents (cheap columns only)."""
-    out: dict[str, tuple[int, str, str]] = {}
-    for path in summary_files(study):
-        try:
-            frame = pd.read_parquet(path, columns=["exp_id", "attempt", "status", "finished_at"])
-        except Exception:
-            continue
-        row = frame.iloc[0]
-        key = (int(row["attempt"]), str(row["finished_at"]), str(row["status"]))
-        prev = out.get(row["exp_id"])
-        if prev is None or _rank(key) > _rank(prev):
-            out[row["exp_id"]] = key
-    return {exp: v[2] for exp, v in out.items()}
+    """exp_id -> the status that counts: any completed attempt wins, else the newest attempt's status."""
+    return {exp: max(items, key=_rank)[2] for exp, items in shard_index(study).items()}
 
 
-def _rank(key: tuple[int, str, str]) -> tuple[int, int, str]:
-    """A completed attempt outranks any failure; then the newer attempt wins."""
-    attempt, finished, status = key
-    return (1 if status == "completed" else 0, attempt, finished)
+def _rank(item: tuple[int, str, str]) -> tuple[int, int, str]:
+    attempt, attempt_id, status = item
+    return (1 if status == "completed" else 0, attempt, attempt_id)

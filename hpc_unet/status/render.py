@@ -16,3 +16,55 @@ def print_manifest(frame: pd.DataFrame, title: str) -> None:
     for row in frame[cols].itertuples(index=False):
         table.add_row(*(f"{v:g}" if isinstance(v, float) else str(v) for v in row))
     Console().print(table)
+
+
+STATE_STYLE = {"completed": "green", "running": "cyan", "queued": "blue", "pending": "dim", "failed": "red",
+               "oom": "magenta", "diverged": "red", "lost": "bold red", "skipped": "yellow"}
+
+
+def _fmt_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    value = int(value)
+    return f"{value // 3600}h{value % 3600 // 60:02d}m" if value >= 3600 else f"{value // 60}m{value % 60:02d}s"
+
+
+def status_renderable(rows: list[dict], summary: dict, detail: bool = True):
+    """A rich group: the summary line, then one table per architecture."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    head = Text.assemble(
+        (f"{summary['done']}/{summary['total']} done", "green"), "  ",
+        (f"{summary['running']} running", "cyan"), "  ", (f"{summary['queued']} queued", "blue"), "  ",
+        (f"{summary['pending']} not submitted", "dim"), "  ", (f"{summary['failed']} failed/lost", "red"),
+        f"  ETA {_fmt_seconds(summary['eta_seconds'])}" if summary.get("eta_seconds") else "",
+    )
+    parts: list = [Text(summary["study"], style="bold"), head]
+    if not detail:
+        return Group(*parts)
+    by_arch: dict[str, list[dict]] = {}
+    for r in rows:
+        by_arch.setdefault(r["architecture"], []).append(r)
+    for arch, items in by_arch.items():
+        table = Table(title=arch, title_justify="left", expand=False)
+        for col in ("experiment", "lr", "batch", "seed", "state", "epoch", "best val J", "epoch s", "restarts",
+                    "job", "slurm", "node"):
+            table.add_column(col, no_wrap=True)
+        for r in items:
+            style = STATE_STYLE.get(r["state"], "")
+            best = r.get("best_val_jacard")
+            table.add_row(
+                r["exp_id"], f"{r['learning_rate']:g}", str(r["batch_size"]), str(r["seed"]),
+                f"[{style}]{r['state']}[/]", f"{r['epoch'] or 0}/{r['epochs']}",
+                f"{best:.4f}" if isinstance(best, float) else "-",
+                f"{r['last_epoch_seconds']:.1f}" if r.get("last_epoch_seconds") else "-",
+                str(r.get("restarts") or 0), r.get("job_id") or "-", r.get("slurm_state") or "-", r.get("node") or "-",
+            )
+        parts.append(table)
+    lost = [r["exp_id"] for r in rows if r["state"] == "lost"]
+    if lost:
+        parts.append(Text(f"{len(lost)} experiment(s) whose job ended without a result: {', '.join(lost[:8])}"
+                          " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
+    return Group(*parts)

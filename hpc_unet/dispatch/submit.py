@@ -1,0 +1,143 @@
+"""Choose what to run and dispatch it: a Slurm job array, local subprocesses, or in-process (debug).
+
+Resubmitting a study runs only experiments without a result (and, with ``retry_failed``, the failed
+ones); experiments whose job is still queued or running are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hpc_unet.dispatch.records import SubmissionRecord, load_records, next_attempt
+from hpc_unet.errors import UserError
+from hpc_unet.manifest import read_manifest
+from hpc_unet.results.shards import completed_experiments, shard_index
+from hpc_unet.study import Study
+
+EXECUTORS = ("slurm", "local", "debug")
+ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+                       "COMPLETING", "RESIZING", "SUSPENDED", "PREEMPTED"}
+DONE = {"completed", "skipped"}
+FAILED = {"failed", "oom", "diverged"}
+
+
+@dataclass
+class Planned:
+    exp_id: str
+    attempt: int
+    fresh: bool
+    reason: str
+
+
+def plan(study: Study, retry_failed: bool = False, only: list[str] | None = None,
+         active: set[str] | None = None) -> list[Planned]:
+    """Experiments to run now, in manifest order."""
+    frame = read_manifest(study)
+    if only:
+        unknown = sorted(set(only) - set(frame["exp_id"]))
+        if unknown:
+            from hpc_unet.spec import did_you_mean
+
+            raise UserError(f"--only names unknown experiment '{unknown[0]}'{did_you_mean(unknown[0], frame['exp_id'])}")
+    statuses = completed_experiments(study)
+    records = load_records(study)
+    shard_attempts = {exp: max(a for a, _, _ in items) for exp, items in shard_index(study).items()}
+    out = []
+    for exp_id in frame["exp_id"]:
+        if only and exp_id not in only:
+            continue
+        status = statuses.get(exp_id)
+        if status in DONE or (active and exp_id in active):
+            continue
+        if status in FAILED and not retry_failed:
+            continue
+        attempt = max(next_attempt(study, exp_id, records), shard_attempts.get(exp_id, 0) + 1)
+        out.append(Planned(exp_id, attempt, fresh=status in ("oom", "diverged"),
+                           reason=f"retry of {status}" if status else "no result yet"))
+    return out
+
+
+def active_experiments(study: Study) -> set[str]:
+    """Experiments whose latest job is still queued or running (Slurm), or alive locally."""
+    from hpc_unet.status.state import experiment_states
+
+    return {s["exp_id"] for s in experiment_states(study, frame=read_manifest(study)) if s["state"] in ("running", "pending")}
+
+
+def run_local(study: Study, planned: list[Planned], executor: str = "local", max_parallel: int = 1,
+              on_update: Callable[[], None] | None = None, timeout_min: int = 24 * 60) -> SubmissionRecord:
+    """Run tasks through submitit's LocalExecutor (subprocesses, at most ``max_parallel`` at once)
+    or DebugExecutor (in this process, one after another), waiting for all of them."""
+    import submitit
+
+    from hpc_unet.dispatch.task import TrainTask
+
+    record = SubmissionRecord(executor=executor, options={"max_parallel": max_parallel})
+    record.save(study)
+    folder = study.jobs_dir / executor
+    if executor == "debug":
+        ex = submitit.DebugExecutor(folder=folder)
+    else:
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=timeout_min)
+        os.environ.setdefault("HPC_UNET_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, max_parallel))))
+    capacity = 1 if executor == "debug" else max(1, max_parallel)
+    queue = list(planned)
+    running: list[tuple[Any, Planned]] = []
+    while queue or running:
+        while queue and len(running) < capacity:
+            item = queue.pop(0)
+            job = ex.submit(TrainTask(str(study.root), item.exp_id, item.attempt, item.fresh))
+            record.tasks.append({"exp_id": item.exp_id, "attempt": item.attempt, "job_id": str(job.job_id),
+                                 "array_index": len(record.tasks)})
+            record.save(study)
+            running.append((job, item))
+        for job, item in list(running):
+            if executor == "debug":
+                try:
+                    job.result()
+                except Exception:
+                    pass  # the failure is in the experiment's shard
+                running.remove((job, item))
+            elif job.done():
+                running.remove((job, item))
+        if on_update is not None:
+            on_update()
+        if running and executor != "debug":
+            time.sleep(0.5)
+    return record
+
+
+def submit_slurm(study: Study, planned: list[Planned], options: dict[str, Any], dry_run: bool = False) -> tuple[SubmissionRecord | None, str]:
+    """Submit one array (split at the cluster's MaxArraySize); with dry_run, return the sbatch script."""
+    from hpc_unet.dispatch import slurm
+
+    folder = study.jobs_dir / "slurm"
+    script = slurm.render_sbatch(folder, options, len(planned))
+    if dry_run:
+        return None, script
+    from hpc_unet.dispatch.task import TrainTask
+
+    limit = options.get("max_array_size") or slurm.cluster_max_array_size() or 1000
+    executor = slurm.make_executor(folder, options)
+    record = SubmissionRecord(executor="slurm", options=options)
+    for lo, hi in slurm.split_chunks(len(planned), int(limit)):
+        chunk = planned[lo:hi]
+        job_ids = slurm.submit_array(executor, [TrainTask(str(study.root), p.exp_id, p.attempt, p.fresh) for p in chunk])
+        for p, job_id in zip(chunk, job_ids, strict=True):
+            record.tasks.append({"exp_id": p.exp_id, "attempt": p.attempt, "job_id": job_id,
+                                 "array_index": len(record.tasks)})
+        record.save(study)
+    return record, script
+
+
+def check_executor(name: str) -> str:
+    if name not in EXECUTORS:
+        from hpc_unet.spec import did_you_mean
+
+        raise UserError(f"--executor {name!r} is unknown{did_you_mean(name, EXECUTORS)}; use one of {', '.join(EXECUTORS)}")
+    return name

@@ -1,0 +1,33 @@
+"""The array task: train one experiment; on requeue, continue from its newest on-disk checkpoint.
+
+submitit calls ``checkpoint()`` on USR2 (preemption, time limit) and requeues a pickled copy of the
+task. The copy holds only the study path and experiment id: all training state is read back from the
+checkpoint bundle on disk, so a plain ``scontrol requeue`` (no signal, no pickle) resumes the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import submitit
+
+from hpc_unet.study import Study
+
+
+class TrainTask(submitit.helpers.Checkpointable):
+    def __init__(self, study_root: str, exp_id: str, attempt: int = 1, fresh: bool = False) -> None:
+        self.study_root = str(study_root)
+        self.exp_id = exp_id
+        self.attempt = attempt
+        self.fresh = fresh
+
+    def __call__(self) -> dict[str, Any]:
+        from hpc_unet.manifest import get_row
+        from hpc_unet.train.run import run_experiment
+
+        study = Study.at(self.study_root)
+        summary = run_experiment(get_row(study, self.exp_id), study, attempt=self.attempt, fresh=self.fresh)
+        return {k: summary.get(k) for k in ("exp_id", "status", "best_val_jacard", "epochs_run")}
+
+    def __repr__(self) -> str:
+        return f"TrainTask({self.exp_id!r}, attempt={self.attempt})"

@@ -1,0 +1,104 @@
+"""Keras callbacks whose state survives a restart, and the epoch recorder that checkpoints it.
+
+Keras resets EarlyStopping and ReduceLROnPlateau in ``on_train_begin``; after a resume they must
+continue with the wait counters, best values and best weights of the interrupted run, or the run stops
+at a different epoch with different weights (design §4). The subclasses take a pending state and
+apply it right after Keras's reset.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping with ``restore_best_weights`` whose state can be saved and restored."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(restore_best_weights=True, **kwargs)
+        self._pending: tuple[dict[str, Any], list[np.ndarray] | None] | None = None
+
+    def get_state(self) -> dict[str, Any]:
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch}
+
+    def set_state(self, state: dict[str, Any], best_weights: list[np.ndarray] | None) -> None:
+        self._pending = (state, best_weights)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._pending is not None:
+            state, weights = self._pending
+            self.wait, self.best = int(state["wait"]), state["best"]
+            self.best_epoch, self.stopped_epoch = int(state["best_epoch"]), int(state["stopped_epoch"])
+            self.best_weights = weights
+            self._pending = None
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose wait/best/cooldown survive a restart (the lr itself is optimizer state)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pending: dict[str, Any] | None = None
+
+    def get_state(self) -> dict[str, Any]:
+        return {"wait": self.wait, "best": self.best, "cooldown_counter": self.cooldown_counter}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._pending = state
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._pending is not None:
+            self.wait, self.best = int(self._pending["wait"]), self._pending["best"]
+            self.cooldown_counter = int(self._pending["cooldown_counter"])
+            self._pending = None
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, logs: dict[str, Any]) -> None:
+        super().__init__(f"loss is not finite at epoch {epoch} (loss={logs.get('loss')}, "
+                         f"val_loss={logs.get('val_loss')})")
+        self.epoch = epoch
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Records each epoch, stops on NaN/inf, and hands the end-of-epoch state to ``on_epoch_done``.
+
+    Place it last, so that EarlyStopping and ReduceLROnPlateau have updated their state (and the lr)
+    before the checkpoint is taken.
+    """
+
+    def __init__(self, history: list[dict[str, Any]], on_epoch_done: Callable[[int, bool], None]) -> None:
+        super().__init__()
+        self.history = history
+        self.on_epoch_done = on_epoch_done
+        self.diverged: Diverged | None = None
+        self._t0 = 0.0
+        self._lr = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        record = {"epoch": epoch + 1, "lr": self._lr, "epoch_seconds": time.perf_counter() - self._t0}
+        for key in ("loss", "val_loss", "jacard_coef", "val_jacard_coef", "iou", "val_iou", "dice", "val_dice"):
+            record[key] = float(logs.get(key, math.nan))
+        if not (math.isfinite(record["loss"]) and math.isfinite(record["val_loss"])):
+            self.diverged = Diverged(epoch + 1, record)
+            self.model.stop_training = True
+            return
+        self.history.append(record)
+        finished = bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"]
+        self.on_epoch_done(epoch + 1, finished)

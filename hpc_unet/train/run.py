@@ -1,0 +1,292 @@
+"""Train one manifest row, resuming exactly from its newest checkpoint, and write its result shard.
+
+``run_experiment(row, study)`` is the single training entry point: the CLI's ``train`` verb, the
+submitit task (local or Slurm) and the tests all call it. Every outcome writes a shard: completed,
+failed (with the error), oom (with memory figures), diverged (with the epoch), or skipped (OOM policy).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hpc_unet import runinfo
+from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_iso, write_shard
+from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
+from hpc_unet.train.checkpoint import Bundle, clear, load_latest, save_bundle
+from hpc_unet.train.progress import Progress
+from hpc_unet.train.summary import summarize_history
+
+ENV_THREADS = "HPC_UNET_THREADS"
+
+
+class AttemptInfo(dict):
+    """attempt, attempt_id, starts, started_at: persisted so Slurm restarts count as one attempt."""
+
+
+def _attempt_info(study: Study, exp_id: str, attempt: int) -> AttemptInfo:
+    path = study.run_dir(exp_id) / "attempt.json"
+    info: dict[str, Any] = {}
+    if path.exists():
+        try:
+            info = read_json(path)
+        except (OSError, ValueError):
+            info = {}
+    if info.get("attempt") != attempt:
+        info = {"attempt": attempt, "attempt_id": new_attempt_id(exp_id, attempt), "starts": 0,
+                "started_at": now_iso(), "train_seconds_lost": 0.0}
+    info["starts"] += 1
+    atomic_write_json(path, info)
+    return AttemptInfo(info)
+
+
+def _oom_skip_reason(study: Study, row: dict[str, Any]) -> str:
+    """Under on_oom = skip-larger-batches: the smaller batch of the same configuration that ran out of memory."""
+    meta = read_json(study.meta_file) if study.meta_file.exists() else {}
+    if meta.get("policy", {}).get("on_oom") != "skip-larger-batches":
+        return ""
+    statuses = completed_experiments(study)
+    if not any(s == "oom" for s in statuses.values()):
+        return ""
+    from hpc_unet.manifest import read_manifest
+
+    frame = read_manifest(study)
+    same = frame[(frame["architecture"] == row["architecture"]) & (frame["learning_rate"] == row["learning_rate"])
+                 & (frame["batch_size"] < row["batch_size"])]
+    for exp in same["exp_id"]:
+        if statuses.get(exp) == "oom":
+            return f"skipped: {exp} (a smaller batch of the same configuration) ran out of memory"
+    return ""
+
+
+def configure_tensorflow(row: dict[str, Any]) -> None:
+    """Threads, logging and precision; must run before TensorFlow creates its runtime."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    threads = int(os.environ.get(ENV_THREADS, "0") or 0)
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        except RuntimeError:
+            pass  # runtime already initialised in this process (tests): keep its settings
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass
+    import keras
+
+    keras.mixed_precision.set_global_policy(row.get("precision", "float32"))
+    keras.utils.set_random_seed(int(row["seed"]))
+
+
+def device_name() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return str(details.get("device_name", "GPU"))
+
+
+def _peak_gpu_bytes() -> int:
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return 0
+    try:
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    except (ValueError, RuntimeError):
+        return 0
+
+
+def _save_model(model_builder: Any, weights: list, path: Path) -> int:
+    """Save the best weights as a .keras model without optimizer state, atomically; return its size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".model.", dir=path.parent))
+    try:
+        clone = model_builder()
+        clone.set_weights(weights)
+        tmp = tmpdir / path.name
+        clone.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return path.stat().st_size
+
+
+def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh: bool = False) -> dict[str, Any]:
+    """Train ``row`` (a manifest row) to its end, resuming from disk; return its summary.
+
+    Raises after writing a failure shard, so a job scheduler also sees the task fail.
+    """
+    exp_id = row["exp_id"]
+    run_dir = study.run_dir(exp_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if completed_experiments(study).get(exp_id) == "completed" and not fresh:
+        clear(run_dir / "checkpoint")
+        return {"exp_id": exp_id, "status": "completed", "note": "already completed"}
+    info = _attempt_info(study, exp_id, attempt)
+    if fresh and info["starts"] == 1:
+        clear(run_dir / "checkpoint")  # a retry of a diverged/oom run starts over, but its restarts resume
+    progress = Progress(study, exp_id, attempt=attempt, attempt_id=info["attempt_id"], epochs=int(row["epochs"]),
+                        restarts=info["starts"] - 1, state="starting", started_at=info["started_at"])
+    progress.update()
+    base = {**row, "attempt": attempt, "attempt_id": info["attempt_id"], "restarts": info["starts"] - 1,
+            "job_id": runinfo.job_id(), "host": runinfo.host(), "started_at": info["started_at"],
+            "package_version": runinfo.package_version(), "git_commit": runinfo.git_commit(),
+            "diverged_epoch": 0, "error_type": "", "error_message": "", "error_traceback": ""}
+    history: list[dict[str, Any]] = []
+    state: dict[str, Any] = {}
+    skip = _oom_skip_reason(study, row)
+    if skip:
+        summary = {**base, "status": "skipped", "error_type": "Skipped", "error_message": skip,
+                   "finished_at": now_iso()}
+        write_shard(study, summary, [])
+        progress.update(state="skipped")
+        return summary
+    try:
+        summary = _train(row, study, base, history, state, progress)
+    except BaseException as exc:
+        status = _classify(exc)
+        if status is None:
+            raise  # KeyboardInterrupt / SystemExit: the task is being stopped, not failing
+        summary = {**base, **summarize_history(history, int(row["epochs"])), **state, "status": status,
+                   "error_type": type(exc).__name__, "error_message": str(exc)[:2000],
+                   "error_traceback": "".join(traceback.format_exception(exc)[-6:])[-4000:],
+                   "diverged_epoch": getattr(exc, "epoch", 0) if status == "diverged" else 0,
+                   "max_rss_bytes": runinfo.max_rss_bytes(), "finished_at": now_iso()}
+        write_shard(study, summary, history)
+        progress.update(state=status, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        raise
+    return summary
+
+
+def _classify(exc: BaseException) -> str | None:
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return None
+    from hpc_unet.train.callbacks import Diverged
+
+    if isinstance(exc, Diverged):
+        return "diverged"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+        return "oom"
+    return "failed"
+
+
+def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: list[dict[str, Any]],
+           state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    configure_tensorflow(row)
+    import keras
+    import numpy as np
+
+    from hpc_unet.data import prepare_for_row
+    from hpc_unet.models import build_model
+    from hpc_unet.train.callbacks import EpochRecorder, ResumableEarlyStopping, ResumableReduceLROnPlateau
+    from hpc_unet.train.losses import get_loss
+    from hpc_unet.train.metrics import make_metrics, patch_overlaps
+    from hpc_unet.train.pipeline import eval_dataset, steps_per_epoch, train_dataset
+
+    exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
+    ckpt_dir = study.run_dir(exp_id) / "checkpoint"
+    data = prepare_for_row(row, study)
+    state["data_provenance"] = data.provenance
+
+    def builder() -> keras.Model:
+        return build_model(row["architecture"], input_shape=tuple(data.train_x.shape[1:]),
+                           base_filters=int(row["base_filters"]), depth=int(row["depth"]),
+                           dropout=float(row["dropout"]), batch_norm=bool(row["batch_norm"]))
+
+    model = builder()
+    optimizer = keras.optimizers.Adam(learning_rate=float(row["learning_rate"]),
+                                      clipnorm=float(row["clipnorm"]) if row["clipnorm"] else None)
+    model.compile(optimizer=optimizer,
+                  loss=get_loss(row["loss"], gamma=float(row["focal_gamma"]),
+                                class_balancing=bool(row["class_balancing"]), alpha=float(row["focal_alpha"])),
+                  metrics=make_metrics(), jit_compile=bool(row["jit_compile"]),
+                  run_eagerly=bool(row.get("run_eagerly", False)))
+    state["param_count"] = int(model.count_params())
+    state["device"] = device_name()
+    import tensorflow as tf
+
+    state["tf_version"] = tf.__version__
+    patience = int(row["early_stopping_patience"]) if row["early_stopping"] else 10**9
+    early = ResumableEarlyStopping(monitor="val_jacard_coef", mode="max", patience=patience)
+    callbacks: list[keras.callbacks.Callback] = [early]
+    plateau = None
+    if row["reduce_lr"]:
+        plateau = ResumableReduceLROnPlateau(monitor="val_jacard_coef", mode="max",
+                                             factor=float(row["reduce_lr_factor"]),
+                                             patience=int(row["reduce_lr_patience"]), min_lr=float(row["min_lr"]))
+        callbacks.append(plateau)
+
+    start, finished, resumed_from = 0, False, 0
+    bundle = load_latest(ckpt_dir)
+    if bundle is not None:
+        model.set_weights(bundle.model)
+        optimizer.build(model.trainable_variables)
+        for var, value in zip(optimizer.variables, bundle.optimizer, strict=True):
+            var.assign(value)
+        early.set_state(bundle.state["early_stopping"], bundle.best)
+        if plateau is not None:
+            plateau.set_state(bundle.state["reduce_lr"])
+        history.extend(bundle.state["history"])
+        start, finished, resumed_from = bundle.epoch, bool(bundle.state["finished"]), bundle.epoch
+    state["resumed_from_epoch"] = resumed_from
+
+    def on_epoch_done(epoch: int, done: bool) -> None:
+        best = max(h["val_jacard_coef"] for h in history)
+        best_weights = early.best_weights
+        save_bundle(ckpt_dir, Bundle(
+            epoch=epoch, model=model.get_weights(), best=best_weights,
+            optimizer=[np.array(v) for v in optimizer.variables],
+            state={"history": history, "finished": done, "early_stopping": early.get_state(),
+                   "reduce_lr": plateau.get_state() if plateau else None, "seed": int(row["seed"]),
+                   "exp_id": exp_id}))
+        progress.update(state="running", epoch=epoch, best_val_jacard=best,
+                        last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"])
+        fault_point("epoch-end")
+
+    recorder = EpochRecorder(history, on_epoch_done)
+    val_ds = eval_dataset(data.val_x, data.val_y, batch)
+    if not finished and start < epochs:
+        progress.update(state="running", epoch=start)
+        model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start),
+                  validation_data=val_ds, epochs=epochs, initial_epoch=start,
+                  steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
+                  callbacks=[*callbacks, recorder], verbose=0)
+        if recorder.diverged is not None:
+            raise recorder.diverged
+        best_weights = early.best_weights
+    else:
+        best_weights = bundle.best if bundle is not None else None
+    if best_weights is not None:
+        model.set_weights(best_weights)
+
+    preds = model.predict(val_ds, verbose=0)
+    inter, union = patch_overlaps(np.asarray(data.val_y), preds)
+    test: dict[str, float] = {"test_jacard": math.nan, "test_iou": math.nan, "test_dice": math.nan}
+    if data.test_x is not None:
+        scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
+        test = {"test_jacard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
+                "test_dice": float(scores["dice"])}
+    model_bytes = _save_model(builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras")
+    summary = {**base, **state, **summarize_history(history, epochs), **test, "status": "completed",
+               "val_patch_intersection": inter.tolist(), "val_patch_union": union.tolist(),
+               "model_bytes": model_bytes, "peak_gpu_bytes": _peak_gpu_bytes(),
+               "max_rss_bytes": runinfo.max_rss_bytes(), "finished_at": now_iso()}
+    write_shard(study, summary, history)
+    progress.update(state="completed", epoch=len(history), best_val_jacard=summary["best_val_jacard"],
+                    finished_at=time.time())
+    fault_point("after-shard")
+    clear(ckpt_dir)
+    return summary

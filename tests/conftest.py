@@ -1,0 +1,39 @@
+"""Shared fixtures. TensorFlow-free unless a test asks for training."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HPC_UNET_THREADS", "1")
+
+
+@pytest.fixture
+def smoke_spec(tmp_path: Path) -> Path:
+    """A copy of manifests/smoke.toml the test may edit."""
+    dst = tmp_path / "smoke.toml"
+    shutil.copy(REPO / "manifests" / "smoke.toml", dst)
+    return dst
+
+
+def cli(*args: str) -> int:
+    from hpc_unet.cli import main
+
+    return main([str(a) for a in args])
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path):
+    """A study of 2 experiments on tiny synthetic data (2 epochs): fast enough to train in a test."""
+    from hpc_unet.study import Study
+
+    root = tmp_path / "study"
+    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
+               "--set", "grid.learning_rate=[1e-3]", "--set", "grid.batch_size=[8]",
+               "--set", "grid.architecture=['UNet','Attention_ResUNet']", "--set", "train.epochs=2") == 0
+    return Study.at(root)

@@ -1,0 +1,284 @@
+"""``prepare``: a manifest row's ``[data]`` settings -> train/val(/test) patch arrays plus provenance.
+
+The first task of a study reads, checks, tiles and splits the data and stores the arrays in the study's
+cache; every later call (36 array tasks, restarts) memory-maps them. Lookup order:
+
+1. *stat key* (paths, sizes, mtimes, ctimes, inodes + settings) -> cache key: no source byte is read;
+2. *content key* (SHA-256 of every input + settings + cache format): the sources are hashed, not decoded;
+3. build under the cache lock, then write the stat pointer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc_unet.data import cache, sources, synth
+from hpc_unet.data.tiling import scale_info, split_indices, tile, to_unit
+from hpc_unet.errors import UserError
+from hpc_unet.spec import DATA_PARAMS, check_value
+from hpc_unet.study import atomic_write_json
+
+PATH_KEYS = ("images", "masks", "test_images", "test_masks")
+
+
+@dataclass
+class Prepared:
+    """Arrays of one data configuration. x: (N, P, P, C) float32 in [0, 1]; y: (N, P, P, 1) float32 in {0, 1}.
+
+    Arrays are read-only memory maps when they come from the cache; copy before writing into them.
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray | None
+    test_y: np.ndarray | None
+    provenance: dict[str, Any]
+    cache_key: str
+    from_cache: bool = True
+    entry: Path | None = field(default=None, repr=False)
+
+    def provenance_json(self) -> str:
+        """The provenance as the one-line JSON string that result shards store."""
+        return json.dumps(self.provenance, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class _Source:
+    kind: str  # "tiff" | "folders"
+    images: Path
+    masks: Path
+    role: str  # "" | "test_"
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults from ``DATA_PARAMS`` and validate, so hand-edited manifests fail with a clear message."""
+    out = {k: v[0] for k, v in DATA_PARAMS.items()}
+    for key, value in cfg.items():
+        value = _py(value)
+        if key in PATH_KEYS and (value is None or (isinstance(value, float) and value != value)):
+            value = ""  # pandas may hand back None/NaN for an empty path column
+        check_value("data", DATA_PARAMS, key, value)
+        out[key] = value
+    if bool(out["test_images"]) != bool(out["test_masks"]):
+        raise UserError("[data] test_images and test_masks go together: set both or neither")
+    return out
+
+
+def _path(value: str) -> Path:
+    return Path(os.path.expanduser(value)).resolve() if value else Path("")
+
+
+def _synth_params(cfg: dict[str, Any]) -> dict[str, int]:
+    return {"slices": cfg["synth_slices"], "height": cfg["synth_height"], "width": cfg["synth_width"],
+            "seed": cfg["synth_seed"], "generator_version": synth.SYNTH_VERSION}
+
+
+def ensure_synthetic(cfg: dict[str, Any], synth_dir: Path, lock_path: Path) -> tuple[Path, Path]:
+    """Generate the study's synthetic stack once (under the lock); later calls only check the marker."""
+    params = _synth_params(cfg)
+    out = Path(synth_dir) / (f"synthetic-{params['slices']}x{params['height']}x{params['width']}"
+                             f"-seed{params['seed']}-v{synth.SYNTH_VERSION}")
+    images, masks, marker = out / synth.IMAGES_NAME, out / synth.MASKS_NAME, out / "synth.json"
+
+    def complete() -> bool:
+        try:
+            meta = json.loads(marker.read_text())
+            return bool(meta["params"] == params and images.stat().st_size == meta["bytes"]["images"]
+                        and masks.stat().st_size == meta["bytes"]["masks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    if not complete():
+        with cache.file_lock(lock_path, "the synthetic data"):
+            if not complete():
+                synth.synthesize(out, params["slices"], params["height"], params["width"], params["seed"])
+                atomic_write_json(marker, {
+                    "params": params,
+                    "bytes": {"images": images.stat().st_size, "masks": masks.stat().st_size},
+                    "sha256": {"images": sources.sha256_file(images), "masks": sources.sha256_file(masks)},
+                })
+    return images, masks
+
+
+def _sources(cfg: dict[str, Any], synth_dir: Path, lock_path: Path) -> list[_Source]:
+    if cfg["kind"] == "synthetic":
+        images, masks = ensure_synthetic(cfg, synth_dir, lock_path)
+        out = [_Source("tiff", images, masks, "")]
+    else:
+        out = [_Source(cfg["kind"], _path(cfg["images"]), _path(cfg["masks"]), "")]
+    if cfg["test_images"]:
+        ti, tm = _path(cfg["test_images"]), _path(cfg["test_masks"])
+        kind = cfg["kind"] if cfg["kind"] != "synthetic" else ("folders" if ti.is_dir() else "tiff")
+        out.append(_Source(kind, ti, tm, "test_"))
+    for s in out:
+        sources.check_paths(s.kind, s.images, s.masks, s.role)
+    return out
+
+
+def _settings(cfg: dict[str, Any], srcs: list[_Source]) -> dict[str, Any]:
+    return {
+        "kind": cfg["kind"], "source_kinds": [s.kind for s in srcs],
+        "patch_size": cfg["patch_size"], "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"],
+        "max_patches": cfg["max_patches"],
+        "synthetic": _synth_params(cfg) if cfg["kind"] == "synthetic" else None,
+    }
+
+
+def _tiles(pair: sources.Pair, patch: int, role: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """All patches of a source: raw-dtype images (N, P, P, C), uint8 masks (N, P, P); edge pixels dropped."""
+    xs, ys = [], []
+    dropped = [0, 0]
+    for img, mask, name in zip(pair.images, pair.masks, pair.names, strict=True):
+        h, w = img.shape[1:3]
+        if h < patch or w < patch:
+            raise UserError(f"[data] {role}images: {name} is {h}x{w} pixels, smaller than patch_size = {patch}; "
+                            "lower [data] patch_size or use larger images")
+        dropped = [max(dropped[0], h % patch), max(dropped[1], w % patch)]
+        xs.append(tile(img, patch))
+        ys.append(tile(mask, patch))
+    x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+    y = ys[0] if len(ys) == 1 else np.concatenate(ys)
+    return x, y, dropped
+
+
+def _as_target(y: np.ndarray) -> np.ndarray:
+    return y.astype(np.float32)[..., None]
+
+
+def _fraction(y: np.ndarray) -> float:
+    return round(float(np.count_nonzero(y)) / max(1, y.size), 6)
+
+
+def build(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str]
+          ) -> tuple[dict[str, np.ndarray | None], dict[str, Any]]:
+    """Read, check, tile, scale and split. Raises UserError before anything is written."""
+    patch = cfg["patch_size"]
+    pairs = [sources.load_pair(s.kind, s.images, s.masks, s.role) for s in srcs]
+    for s, pair in zip(srcs, pairs, strict=True):
+        for key, got in ((f"{s.role}images", pair.images_sha256), (f"{s.role}masks", pair.masks_sha256)):
+            if expected.get(key) and expected[key] != got:
+                path = s.images if key.endswith("images") else s.masks
+                raise UserError(f"[data] {key}: {path} changed while it was being read; "
+                                "rerun once nothing writes to it")
+    train_pair = pairs[0]
+    if len(pairs) > 1 and pairs[1].channels != train_pair.channels:
+        raise UserError(f"[data] test_images: {pairs[1].images_path} has {pairs[1].channels} channel(s) but the "
+                        f"training images have {train_pair.channels}; use the same channel count")
+    x_raw, y_raw, dropped = _tiles(train_pair, patch, "")
+    info = scale_info(train_pair.images)
+    train_idx, val_idx = split_indices(len(x_raw), cfg["val_fraction"], cfg["split_seed"], cfg["max_patches"])
+    arrays: dict[str, np.ndarray | None] = {
+        "train_x": to_unit(x_raw[train_idx], info), "train_y": _as_target(y_raw[train_idx]),
+        "val_x": to_unit(x_raw[val_idx], info), "val_y": _as_target(y_raw[val_idx]),
+        "test_x": None, "test_y": None,
+    }
+    used = np.concatenate([train_idx, val_idx])
+    prov: dict[str, Any] = {
+        "kind": cfg["kind"],
+        "source_kind": train_pair.kind,
+        "images": str(train_pair.images_path), "masks": str(train_pair.masks_path),
+        "images_sha256": train_pair.images_sha256, "masks_sha256": train_pair.masks_sha256,
+        "count": train_pair.count, "count_unit": "slices" if train_pair.kind == "tiff" else "files",
+        "image_shape": train_pair.image_shape(), "image_dtype": train_pair.dtype,
+        "channels": train_pair.channels, "mask_values": train_pair.mask_values,
+        "scaling": info,
+        "patch_size": patch, "edge_dropped_pixels": {"bottom": dropped[0], "right": dropped[1]},
+        "patches_total": int(len(x_raw)), "patches_used": int(len(used)),
+        "patches_train": int(len(train_idx)), "patches_val": int(len(val_idx)), "patches_test": 0,
+        "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"], "max_patches": cfg["max_patches"],
+        "split": "patch-level seeded permutation (numpy PCG64)",
+        "mask_fraction": _fraction(y_raw[used]),
+        "mask_fraction_train": _fraction(y_raw[train_idx]), "mask_fraction_val": _fraction(y_raw[val_idx]),
+        "mask_fraction_source": round(train_pair.mask_fraction(), 6),
+        "test_images": "", "test_masks": "", "test_images_sha256": "", "test_masks_sha256": "",
+        "test_count": 0, "test_image_shape": None, "mask_fraction_test": None,
+        "synthetic": _synth_params(cfg) if cfg["kind"] == "synthetic" else None,
+    }
+    del x_raw, y_raw
+    if len(pairs) > 1:
+        tp = pairs[1]
+        tx, ty, _ = _tiles(tp, patch, "test_")
+        arrays["test_x"], arrays["test_y"] = to_unit(tx, scale_info(tp.images)), _as_target(ty)
+        prov.update({
+            "test_images": str(tp.images_path), "test_masks": str(tp.masks_path),
+            "test_images_sha256": tp.images_sha256, "test_masks_sha256": tp.masks_sha256,
+            "test_count": tp.count, "test_image_shape": tp.image_shape(),
+            "patches_test": int(len(tx)), "mask_fraction_test": _fraction(ty),
+        })
+    return arrays, prov
+
+
+def _result(arrays: dict[str, np.ndarray | None], prov: dict[str, Any], key: str, srcs: list[_Source],
+            cache_dir: Path, from_cache: bool) -> Prepared:
+    prov = dict(prov)
+    for s in srcs:  # the same content may have been cached from another location: report where it is now
+        prov[f"{s.role}images"], prov[f"{s.role}masks"] = str(s.images), str(s.masks)
+    assert arrays["train_x"] is not None and arrays["train_y"] is not None
+    assert arrays["val_x"] is not None and arrays["val_y"] is not None
+    return Prepared(train_x=arrays["train_x"], train_y=arrays["train_y"], val_x=arrays["val_x"],
+                    val_y=arrays["val_y"], test_x=arrays["test_x"], test_y=arrays["test_y"], provenance=prov,
+                    cache_key=key, from_cache=from_cache, entry=cache.entry_dir(cache_dir, key))
+
+
+def prepare(cfg: dict[str, Any], cache_dir: Path, synth_dir: Path) -> Prepared:
+    """Arrays and provenance for ``cfg`` (the keys of ``DATA_PARAMS``), built once per study and cached.
+
+    Safe to call from many processes at once: one builds under the lock, the others wait and load.
+    Bad data raises UserError naming the file, and nothing is cached.
+    """
+    cfg = normalize_config(cfg)
+    cache_dir = Path(cache_dir)
+    lock_path = cache_dir / cache.LOCK_NAME
+    srcs = _sources(cfg, Path(synth_dir), lock_path)
+    settings = _settings(cfg, srcs)
+
+    stat_key = cache.make_key({"settings": settings, "stats": [
+        [sources.stat_fingerprint(s.kind, s.images), sources.stat_fingerprint(s.kind, s.masks)] for s in srcs]})
+    known = cache.lookup(cache_dir, stat_key)
+    if known is not None:
+        hit = cache.read_entry(cache_dir, known)
+        if hit is not None:
+            return _result(*hit, known, srcs, cache_dir, from_cache=True)
+
+    expected: dict[str, str] = {}
+    for s in srcs:
+        expected[f"{s.role}images"], expected[f"{s.role}masks"] = sources.digests(s.kind, s.images, s.masks, s.role)
+    key = cache.make_key({"settings": settings, "sha256": expected})
+    hit = cache.read_entry(cache_dir, key)
+    built = False
+    if hit is None:
+        with cache.file_lock(lock_path):
+            hit = cache.read_entry(cache_dir, key)
+            if hit is None:
+                arrays, prov = build(cfg, srcs, expected)
+                prov.update({"cache_key": key, "cache_format": cache.CACHE_FORMAT})
+                cache.write_entry(cache_dir, key, arrays, prov)
+                del arrays
+                built = True
+                hit = cache.read_entry(cache_dir, key)
+                if hit is None:
+                    raise RuntimeError(f"data cache entry {cache.entry_dir(cache_dir, key)} unreadable right after writing")
+    cache.remember(cache_dir, stat_key, key)
+    return _result(*hit, key, srcs, cache_dir, from_cache=not built)
+
+
+def config_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``data_<key>`` columns of a manifest row -> a ``[data]`` config (defaults for missing columns)."""
+    return {k: _py(row[f"data_{k}"]) for k in DATA_PARAMS if f"data_{k}" in row}
+
+
+def prepare_for_row(row: dict[str, Any], study: Any) -> Prepared:
+    """``prepare`` for one manifest row of ``study`` (a ``hpc_unet.study.Study``)."""
+    return prepare(config_from_row(row), study.cache_dir, study.data_dir)

@@ -150,7 +150,8 @@ def test_unknown_architecture_suggests(name: str, hint: str) -> None:
      ({"input_shape": (64, 64)}, "three positive integers"),
      ({"depth": 0}, "depth"),
      ({"base_filters": 0}, "base_filters"),
-     ({"dropout": 1.0}, "dropout")],
+     ({"dropout": 1.0}, "dropout"),
+     ({"dropout": "0.1"}, "dropout")],
 )
 def test_bad_arguments_are_user_errors(kwargs: dict, fragment: str) -> None:
     args = {"input_shape": (64, 64, 1), "base_filters": 8, **kwargs}

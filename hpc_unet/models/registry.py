@@ -48,7 +48,7 @@ def build_model(
         raise UserError(f"depth {depth!r} must be a positive integer (number of max-pool levels)")
     if not _is_int(base_filters) or base_filters < 1:
         raise UserError(f"base_filters {base_filters!r} must be a positive integer")
-    if not 0.0 <= float(dropout) < 1.0:
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
         raise UserError(f"dropout {dropout!r} must be in [0, 1)")
     step = 2**depth
     if shape[0] % step or shape[1] % step:

@@ -1,0 +1,144 @@
+"""What Slurm says about array tasks: sacct when accounting answers, squeue when it does not.
+
+submitit reads job state only from sacct and has no fallback (design §5), so a cluster whose slurmdbd is
+down or disabled would leave status blind. Here every query has a timeout, sacct is tried first, the ids
+it does not know are asked of squeue, and a job that squeue no longer lists is reported as FINISHED (it
+left the queue; the caller decides completed/lost from the shards on disk).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+SACCT_FORMAT = "JobID,State,NodeList,Elapsed,Start,End"
+TIMEOUT_S = 20.0
+# Job ids as hpc-unet records them: "123" (a plain job) or "123_4" (task 4 of array 123).
+TASK_ID_RE = re.compile(r"^(\d+)(?:_(\d+))?$")
+# What sacct/squeue print: "123", "123_4", or a pending range "123_[4-9,12%2]".
+ROW_ID_RE = re.compile(r"^(\d+)(?:_(\d+|\[[^\]]*\]))?$")
+FINISHED = "FINISHED"  # squeue answered and no longer lists the job
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task's scheduler state. ``state`` is Slurm's base state name (``CANCELLED by 0`` ->
+    ``CANCELLED``; ``raw`` keeps the original), FINISHED when it left squeue, "" when nothing answered."""
+
+    state: str
+    node: str = ""
+    elapsed_seconds: float | None = None
+    source: str = "none"  # "sacct", "squeue" or "none"
+    raw: str = ""
+
+
+def parse_elapsed(text: str) -> float | None:
+    """Slurm durations: "MM:SS", "HH:MM:SS", "D-HH:MM:SS" (sacct and squeue %M) -> seconds."""
+    text = text.strip()
+    m = re.match(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$", text)
+    if not m:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+
+
+def base_state(raw: str) -> str:
+    """``CANCELLED by 0`` -> ``CANCELLED``; ``COMPLETED+`` -> ``COMPLETED``."""
+    return raw.strip().split(" ")[0].rstrip("+").upper() if raw.strip() else ""
+
+
+def expand_row_id(row_id: str) -> list[str]:
+    """"123_[4-6,9%2]" -> ["123_4", "123_5", "123_6", "123_9"]; "123_4" and "123" unchanged."""
+    m = ROW_ID_RE.match(row_id.strip())
+    if not m:
+        return []
+    job, suffix = m.group(1), m.group(2)
+    if suffix is None or not suffix.startswith("["):
+        return [row_id.strip()]
+    body = suffix[1:-1].split("%")[0]
+    out: list[str] = []
+    for part in body.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            continue
+        out.extend(f"{job}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _parse_rows(text: str, wanted: set[str], source: str, node_col: int, elapsed_col: int) -> dict[str, TaskState]:
+    """Parse ``|``-separated rows whose first two columns are JobID and State."""
+    found: dict[str, TaskState] = {}
+    for line in text.splitlines():
+        cols = line.split("|")
+        if len(cols) <= max(node_col, elapsed_col):
+            continue
+        raw = cols[1].strip()
+        node = cols[node_col].strip()
+        node = "" if node in ("None assigned", "(null)") or node.startswith("(") else node
+        state = TaskState(state=base_state(raw), node=node, elapsed_seconds=parse_elapsed(cols[elapsed_col]),
+                          source=source, raw=raw)
+        ids = expand_row_id(cols[0])
+        for task_id in ids:
+            # A plain job asked for as "123" may come back as "123"; exact matches win over ranges.
+            if task_id in wanted and (task_id not in found or len(ids) == 1):
+                found[task_id] = state
+    return found
+
+
+def query_sacct(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, TaskState] | None:
+    """sacct's view of ``job_ids``; None when sacct fails (no slurmdbd, accounting disabled, timeout)."""
+    bases = sorted({TASK_ID_RE.match(j).group(1) for j in job_ids if TASK_ID_RE.match(j)}, key=int)
+    if not bases or shutil.which("sacct") is None:
+        return None
+    proc = _run(["sacct", "-j", ",".join(bases), f"--format={SACCT_FORMAT}", "-P", "-n", "-X"], timeout)
+    if proc is None or proc.returncode != 0:
+        return None
+    return _parse_rows(proc.stdout, set(job_ids), "sacct", node_col=2, elapsed_col=3)
+
+
+def query_squeue(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, TaskState] | None:
+    """squeue's view of ``job_ids`` (all states, so recently ended jobs still show); a job it does not
+    list has left the queue (FINISHED). None when the controller does not answer."""
+    bases = sorted({TASK_ID_RE.match(j).group(1) for j in job_ids if TASK_ID_RE.match(j)}, key=int)
+    if not bases or shutil.which("squeue") is None:
+        return None
+    proc = _run(["squeue", "-h", "-t", "all", "-j", ",".join(bases), "-o", "%i|%T|%N|%M"], timeout)
+    if proc is None:
+        return None
+    if proc.returncode != 0:
+        # Every id unknown to the controller (purged after MinJobAge): all of them left the queue.
+        if "Invalid job id" not in proc.stderr:
+            return None
+        proc.stdout = ""
+    found = _parse_rows(proc.stdout, set(job_ids), "squeue", node_col=2, elapsed_col=3)
+    for task_id in job_ids:
+        if task_id not in found and TASK_ID_RE.match(task_id):
+            found[task_id] = TaskState(state=FINISHED, source="squeue")
+    return found
+
+
+def query_states(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, TaskState]:
+    """Scheduler state of each task id ("123_4" or "123"): sacct first, squeue for the rest.
+
+    Without Slurm on PATH: an empty dict. When neither answers, each id maps to a TaskState with an
+    empty state and source "none", so the caller falls back to the progress files on disk.
+    """
+    ids = [str(j) for j in dict.fromkeys(job_ids) if j]
+    if not ids or (shutil.which("sacct") is None and shutil.which("squeue") is None):
+        return {}
+    states = query_sacct(ids, timeout) or {}
+    missing = [j for j in ids if j not in states]
+    if missing:
+        states.update(query_squeue(missing, timeout) or {})
+    for task_id in ids:
+        states.setdefault(task_id, TaskState(state="", source="none"))
+    return states

@@ -280,6 +280,9 @@ def make_executor(folder: Path, opts: dict[str, Any]) -> Any:
     limit coming) it checkpoints and requeues the task; ``timeout_requeues`` caps the time-limit requeues.
     """
     opts = validate_slurm_options(opts)
+    if shutil.which("srun") is None:
+        raise UserError("Slurm's srun is not on PATH: submit from a login node of a Slurm cluster, "
+                        "or run the study here with --executor local")
     return _executor(folder, opts)
 
 

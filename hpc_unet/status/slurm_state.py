@@ -8,8 +8,10 @@ left the queue; the caller decides completed/lost from the shards on disk).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -68,10 +70,23 @@ def expand_row_id(row_id: str) -> list[str]:
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str] | None:
+    """Run ``cmd``; None on timeout or failure to start. The command runs in its own session and the
+    whole group is killed on timeout, so a child holding the pipes open cannot make status hang."""
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    except OSError:
         return None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+        return None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _parse_rows(text: str, wanted: set[str], source: str, node_col: int, elapsed_col: int) -> dict[str, TaskState]:

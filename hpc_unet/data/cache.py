@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from hpc_unet.errors import UserError
 from hpc_unet.study import atomic_write, atomic_write_json, fault_point
 
 CACHE_FORMAT = 1
@@ -54,8 +55,12 @@ def file_lock(path: Path, what: str = "the data cache") -> Iterator[None]:
     On file systems without locking (Lustre mounted without ``flock``) it warns and goes on unlocked:
     atomic writes keep the cache consistent; only duplicate work is possible then.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise UserError(f"cannot create {path} for {what} ({exc.strerror}); check that the study directory "
+                        "is writable") from exc
     try:
         try:
             try:
@@ -133,7 +138,9 @@ def read_entry(cache_dir: Path, key: str) -> tuple[dict[str, np.ndarray | None],
         if any(arrays[n] is None for n in ARRAY_NAMES[:4]):
             return None
         return arrays, index["provenance"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError, AttributeError):
+        # Definitely missing or damaged. Other I/O errors (EIO, ESTALE, EACCES) propagate instead: a
+        # transient file-system error must not make a task delete an entry that others have mapped.
         return None
 
 

@@ -66,7 +66,7 @@ def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults from ``DATA_PARAMS`` and validate, so hand-edited manifests fail with a clear message."""
     out = {k: v[0] for k, v in DATA_PARAMS.items()}
     for key, value in cfg.items():
-        value = _py(value)
+        value = str(value) if isinstance(value, os.PathLike) else _py(value)
         if key in PATH_KEYS and (value is None or (isinstance(value, float) and value != value)):
             value = ""  # pandas may hand back None/NaN for an empty path column
         check_value("data", DATA_PARAMS, key, value)

@@ -179,8 +179,8 @@ def write_tiff(path: Path, stack: np.ndarray) -> None:
 def synthesize(out_dir: Path, slices: int, height: int, width: int, seed: int) -> tuple[Path, Path]:
     """Write ``training.tif`` and ``training_groundtruth.tif`` (uint8, masks 0/255) into ``out_dir``.
 
-    The same arguments give byte-identical files. Masks are written last, so a pair whose masks file
-    exists was written completely.
+    The same arguments give byte-identical files; each file is replaced atomically (``prepare`` adds a
+    marker file after both, so it never uses a half-written pair).
     """
     out_dir = Path(out_dir)
     images, masks = render_stack(slices, height, width, seed)

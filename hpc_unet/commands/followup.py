@@ -1,11 +1,42 @@
-"""followup (not built yet)."""
+"""Write grid specs for the next study from this one's results.
+
+Writes several specs because the grid format is a cartesian product: <stem>-extended-lr*-bs*.toml
+(extended training of the top-K configurations, grouped by lr and batch) and
+<stem>-comparison-lr*-bs*.toml (every architecture at each architecture's optimal lr and batch, with
+repeated seeds, so the comparison is paired). [data], [slurm] and [policy] come from <study>/spec.toml.
+Start each with `hpc-unet manifest --grid FILE --study NEW_DIR`.
+"""
+
+from __future__ import annotations
 
 import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--study", required=True, help="study directory with collected results")
+    parser.add_argument("--top", type=int, default=3, metavar="K", help="configurations to train longer (default 3)")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs of the extended training (default 100)")
+    parser.add_argument("--replicates", type=int, default=3, help="seeds per configuration (default 3)")
+    parser.add_argument("--comparison-epochs", type=int, metavar="N",
+                        help="epochs of the comparison rerun (default: the study's)")
+    parser.add_argument("--out", required=True, metavar="NEW.toml",
+                        help="name stem of the specs to write, e.g. manifests/next.toml -> manifests/next-*.toml")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("hpc-unet followup: not implemented yet")
+    from hpc_unet.analysis.followup import plan_followups, write_followups
+
+    specs, notes = plan_followups(args.study, args.out, top=args.top, epochs=args.epochs,
+                                  replicates=args.replicates, comparison_epochs=args.comparison_epochs)
+    write_followups(specs, force=args.force)
+    for note in notes:
+        print(f"note: {note}")
+    total = sum(s.experiments for s in specs)
+    print(f"{len(specs)} grid specs, {total} experiments in all (one spec per lr/batch setting, because a "
+          "grid is a cartesian product):")
+    for spec in specs:
+        print(f"  {spec.path}  {spec.experiments} experiments: {spec.purpose}")
+        print(f"      {'; '.join(spec.configurations)}")
+    print("start one with: hpc-unet manifest --grid FILE --study NEW_STUDY_DIR")
+    return 0

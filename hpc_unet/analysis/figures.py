@@ -1,0 +1,246 @@
+"""Figures of the grid, drawn with matplotlib's object API (no pyplot state, no display needed).
+
+Cells without a usable value are drawn hatched grey with their status ('oom', 'missing', ...), never
+coloured as a number, so a failed run cannot be mistaken for a poor one.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from hpc_unet.analysis.load import FACTORS, METRICS, PERFORMANCE, STABILITY, arch_order
+from hpc_unet.manifest import format_number
+
+HEATMAPS = {
+    "best_val_jacard": "heatmap_jaccard",
+    "val_loss_std": "heatmap_stability",
+    "best_epoch": "heatmap_convergence",
+    "overfit_gap_end": "heatmap_overfitting",
+}
+DPI = 110
+VALUE_FORMAT = {"best_val_jacard": "{:.3f}", "val_loss_std": "{:.3g}", "best_epoch": "{:.1f}",
+                "overfit_gap_end": "{:.3g}"}
+
+
+def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def render(fig, fmt: str) -> bytes:
+    """PNG or SVG bytes of a figure (Agg for PNG). SVG keeps text as text, so it stays searchable and editable."""
+    import matplotlib
+
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format=fmt, dpi=DPI)
+    return buf.getvalue()
+
+
+def _levels(frame: pd.DataFrame, col: str) -> list:
+    values = frame[col].dropna().unique()
+    return arch_order(values) if col == "architecture" else sorted(values)
+
+
+def heatmap(cells: pd.DataFrame, metric: str):
+    """One panel per architecture over (lr, batch), annotated; colour scale shared across panels."""
+    from matplotlib.patches import Rectangle
+
+    label, higher_better = METRICS[metric]
+    archs = _levels(cells, "architecture")
+    lrs, bss = _levels(cells, "learning_rate"), _levels(cells, "batch_size")
+    fig = _figure(3.2 * len(archs) + 1.2, 0.55 * len(lrs) + 1.6)
+    axes = fig.subplots(1, len(archs), squeeze=False)[0]
+    values = cells[metric].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5 * abs(vmin or 1), vmax + 0.5 * abs(vmax or 1)
+    cmap = _cmap("viridis" if higher_better else "viridis_r")
+    image = None
+    for ax, arch in zip(axes, archs, strict=True):
+        sub = cells[cells["architecture"] == arch].set_index(["learning_rate", "batch_size"])
+        grid = np.full((len(lrs), len(bss)), np.nan)
+        for i, lr in enumerate(lrs):
+            for j, bs in enumerate(bss):
+                if (lr, bs) in sub.index:
+                    grid[i, j] = sub.loc[(lr, bs), metric]
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        for i, lr in enumerate(lrs):
+            for j, bs in enumerate(bss):
+                value = grid[i, j]
+                if (lr, bs) not in sub.index:
+                    status, partial = "not in grid", ""
+                else:
+                    rec = sub.loc[(lr, bs)]
+                    status = str(rec["label"]) if rec["n_completed"] == 0 else "n/a"
+                    partial = str(rec["label"]) if rec["n_completed"] > 0 else ""
+                if np.isfinite(value):
+                    rgba = cmap((value - vmin) / (vmax - vmin))
+                    dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+                    text = VALUE_FORMAT.get(metric, "{:.3g}").format(value) + (f"\n({partial})" if partial else "")
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+                else:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#d9d9d9", edgecolor="#7f7f7f",
+                                           hatch="///", linewidth=0.5))
+                    ax.text(j, i, status, ha="center", va="center", fontsize=8, color="#b00000",
+                            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+        ax.set_xticks(range(len(bss)), [str(int(b)) for b in bss])
+        ax.set_yticks(range(len(lrs)), [format_number(float(lr)) for lr in lrs])
+        ax.set_xlabel("batch size")
+        ax.set_title(arch, fontsize=10)
+    axes[0].set_ylabel("learning rate")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label=label + (" (higher is better)" if higher_better else
+                                                          " (lower is better)"), shrink=0.9)
+    return fig
+
+
+def _cmap(name: str):
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name].copy()
+    cmap.set_bad("#d9d9d9")
+    return cmap
+
+
+def comparison_lr(cells_j: pd.DataFrame):
+    """Best Jaccard vs learning rate: a line per batch size, one panel per architecture, 95% CI bars."""
+    archs = _levels(cells_j, "architecture")
+    fig = _figure(3.4 * len(archs), 3.2)
+    axes = fig.subplots(1, len(archs), squeeze=False, sharey=True)[0]
+    for ax, arch in zip(axes, archs, strict=True):
+        sub = cells_j[(cells_j["architecture"] == arch) & np.isfinite(cells_j["mean"])]
+        for bs, grp in sub.groupby("batch_size"):
+            grp = grp.sort_values("learning_rate")
+            low = (grp["mean"] - grp["ci_low"]).fillna(0).clip(lower=0)
+            high = (grp["ci_high"] - grp["mean"]).fillna(0).clip(lower=0)
+            ax.errorbar(grp["learning_rate"], grp["mean"], yerr=[low, high], marker="o", capsize=3,
+                        label=f"batch {int(bs)}")
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        lrs = _levels(cells_j, "learning_rate")
+        ax.set_xticks(lrs, [format_number(float(lr)) for lr in lrs])
+        ax.set_xlabel("learning rate")
+        ax.set_title(arch, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best val Jaccard")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def stability_vs_batch(completed: pd.DataFrame):
+    """Val-loss std vs batch size: a line per learning rate, bold line for the mean; panel per architecture."""
+    archs = _levels(completed, "architecture")
+    fig = _figure(3.4 * len(archs), 3.2)
+    axes = fig.subplots(1, len(archs), squeeze=False, sharey=True)[0]
+    lrs = _levels(completed, "learning_rate")
+    colors = _colors(len(lrs))
+    for ax, arch in zip(axes, archs, strict=True):
+        sub = completed[completed["architecture"] == arch]
+        for lr, grp in sub.groupby("learning_rate"):
+            m = grp.groupby("batch_size")[STABILITY].mean()
+            ax.plot(m.index, m.values, marker="o", color=colors[lrs.index(lr)], alpha=0.7,
+                    label=f"lr {format_number(float(lr))}")
+        m = sub.groupby("batch_size")[STABILITY].mean()
+        ax.plot(m.index, m.values, color="black", linewidth=2.5, label="mean")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(_levels(completed, "batch_size"), [str(int(b)) for b in _levels(completed, "batch_size")])
+        ax.set_xlabel("batch size")
+        ax.set_title(arch, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("val-loss std (lower is more stable)")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def _colors(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return [cmap(i % 10) for i in range(max(n, 1))]
+
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def learning_curves(completed: pd.DataFrame, history: pd.DataFrame):
+    """Val Jaccard (top) and val loss (bottom) per epoch; panel per architecture, colour = lr, style = batch."""
+    from matplotlib.lines import Line2D
+
+    hist = history.merge(completed[["exp_id", *FACTORS]], on="exp_id", how="inner").sort_values("epoch")
+    archs = _levels(completed, "architecture")
+    lrs, bss = _levels(completed, "learning_rate"), _levels(completed, "batch_size")
+    colors = _colors(len(lrs))
+    fig = _figure(3.4 * len(archs), 5.6)
+    axes = fig.subplots(2, len(archs), squeeze=False, sharex=True)
+    for col, arch in enumerate(archs):
+        sub = hist[hist["architecture"] == arch]
+        for _, run in sub.groupby("exp_id"):
+            lr, bs = run["learning_rate"].iloc[0], run["batch_size"].iloc[0]
+            style = {"color": colors[lrs.index(lr)], "linestyle": LINESTYLES[bss.index(bs) % 4], "linewidth": 1,
+                     "alpha": 0.8}
+            if "val_jacard_coef" in run:
+                axes[0, col].plot(run["epoch"], run["val_jacard_coef"], **style)
+            if "val_loss" in run:
+                axes[1, col].plot(run["epoch"], run["val_loss"], **style)
+        axes[0, col].set_title(arch, fontsize=10)
+        axes[1, col].set_xlabel("epoch")
+        for row in range(2):
+            axes[row, col].grid(alpha=0.3)
+    axes[0, 0].set_ylabel("val Jaccard")
+    axes[1, 0].set_ylabel("val loss")
+    handles = [Line2D([], [], color=colors[i], label=f"lr {format_number(float(lr))}") for i, lr in enumerate(lrs)]
+    handles += [Line2D([], [], color="black", linestyle=LINESTYLES[i % 4], label=f"batch {int(b)}")
+                for i, b in enumerate(bss)]
+    axes[0, 0].legend(handles=handles, fontsize=7)
+    return fig
+
+
+def stability_vs_performance(completed: pd.DataFrame, corr: dict):
+    """Scatter of val-loss std against best Jaccard, colour = architecture, marker = batch size."""
+    archs = _levels(completed, "architecture")
+    bss = _levels(completed, "batch_size")
+    colors = _colors(len(archs))
+    markers = ("o", "s", "^", "D", "v")
+    fig = _figure(7.0, 4.0)
+    ax = fig.subplots()
+    for (arch, bs), grp in completed.groupby(["architecture", "batch_size"]):
+        ax.scatter(grp[STABILITY], grp[PERFORMANCE], color=colors[archs.index(arch)],
+                   marker=markers[bss.index(bs) % len(markers)], label=f"{arch}, batch {int(bs)}", alpha=0.85)
+    title = "stability vs performance"
+    if np.isfinite(float(corr.get("pearson_r", np.nan))):
+        title += (f"\nPearson r={float(corr['pearson_r']):.2f} (p={float(corr['pearson_p']):.2g}), "
+                  f"Spearman rho={float(corr['spearman_rho']):.2f} (p={float(corr['spearman_p']):.2g})")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("val-loss std (lower is more stable)")
+    ax.set_ylabel("best val Jaccard")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def all_figures(cells: pd.DataFrame, cells_j: pd.DataFrame, completed: pd.DataFrame,
+                history: pd.DataFrame | None, corr: dict) -> Iterable[tuple[str, str, object]]:
+    """(name, caption, figure) for every figure the data allow."""
+    for metric, name in HEATMAPS.items():
+        label = METRICS[metric][0]
+        yield name, (f"{label} per (learning rate, batch size) cell, mean over completed seeds; hatched grey "
+                     "cells have no value and show their status; '(k/n ok)' marks cells where some runs "
+                     "failed"), heatmap(cells, metric)
+    if completed.empty:
+        return
+    yield "comparison_lr", ("Best val Jaccard vs learning rate, a line per batch size; bars are the cell's 95% "
+                            "CI (see the CI method column of the cell table)"), comparison_lr(cells_j)
+    yield "stability_vs_batch", ("Val-loss std vs batch size, a line per learning rate and the mean in black"
+                                 ), stability_vs_batch(completed)
+    if history is not None and not history.empty:
+        yield "learning_curves", ("Validation Jaccard and loss per epoch of every completed run; colour = "
+                                  "learning rate, line style = batch size"), learning_curves(completed, history)
+    yield "stability_vs_performance", ("Each completed run's stability against its best Jaccard"
+                                       ), stability_vs_performance(completed, corr)

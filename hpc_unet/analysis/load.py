@@ -1,0 +1,239 @@
+"""Read a study's results for analysis: validate, join with the manifest, derive per-run metrics.
+
+The manifest lists every planned experiment, so an experiment without a results row is shown as
+``missing`` instead of silently vanishing from the grid. Only ``completed`` runs with a finite best
+Jaccard enter the statistics; every other status is reported, never averaged as a zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpc_unet.errors import UserError
+from hpc_unet.study import Study, read_json
+
+FACTORS = ("architecture", "learning_rate", "batch_size")
+FACTOR_LABELS = {"architecture": "architecture", "learning_rate": "learning rate", "batch_size": "batch size"}
+
+# metric column -> (label, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "best_val_jacard": ("best val Jaccard", True),
+    "val_loss_std": ("val-loss std (stability)", False),
+    "best_epoch": ("epochs to best (convergence)", False),
+    "overfit_gap_end": ("overfitting gap (val - train loss, last epoch)", False),
+    "jaccard_per_gpu_hour": ("best val Jaccard per GPU-hour", True),
+}
+PERFORMANCE = "best_val_jacard"
+STABILITY = "val_loss_std"
+MISSING = "missing"
+
+_REQUIRED = ("exp_id", "status")
+_NUMERIC = ("best_val_jacard", "val_loss_std", "best_epoch", "overfit_gap_end", "overfit_gap_best",
+            "total_train_seconds", "mean_epoch_seconds", "epochs_run", "peak_gpu_bytes", "param_count")
+
+
+@dataclass
+class StudyData:
+    """Everything analysis needs from one study directory."""
+
+    study: Study
+    meta: dict[str, Any]
+    manifest: pd.DataFrame
+    runs: pd.DataFrame  # one row per manifest experiment; status 'missing' when no result yet
+    history: pd.DataFrame | None
+    spec_text: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        """Runs that enter the statistics."""
+        ok = (self.runs["status"] == "completed") & np.isfinite(self.runs[PERFORMANCE])
+        return self.runs[ok]
+
+    @property
+    def description(self) -> str:
+        """The spec's [study] description (study.json does not keep it)."""
+        import tomllib
+
+        try:
+            return str(tomllib.loads(self.spec_text).get("study", {}).get("description", ""))
+        except tomllib.TOMLDecodeError:
+            return ""
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.study.root.name)
+
+
+def _read_parquet(path: Path, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UserError(f"{path} is unreadable ({type(exc).__name__}: {exc}); rerun `hpc-unet collect` "
+                        f"to rewrite the {what}") from exc
+
+
+def results_file(study: Study) -> Path:
+    return study.results_dir / "results.parquet"
+
+
+def history_file(study: Study) -> Path:
+    return study.results_dir / "history.parquet"
+
+
+def read_results(study: Study) -> pd.DataFrame:
+    """results.parquet, or a one-line UserError that says to run collect."""
+    path = results_file(study)
+    if not path.exists():
+        raise UserError(f"{study.root} has no results yet ({path} is missing); run "
+                        f"`hpc-unet collect --study {study.root}` first")
+    frame = _read_parquet(path, "results")
+    missing = [c for c in _REQUIRED if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path} lacks columns {missing}; rerun `hpc-unet collect --study {study.root}`")
+    return frame
+
+
+def derive(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the derived metrics (Jaccard per GPU-hour) and make metric columns numeric."""
+    out = frame.copy()
+    for col in _NUMERIC:
+        if col not in out.columns:
+            out[col] = np.nan
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    hours = out["total_train_seconds"] / 3600.0
+    out["jaccard_per_gpu_hour"] = np.where(hours > 0, out["best_val_jacard"] / hours.where(hours > 0), np.nan)
+    for col in ("error_type", "error_message"):
+        if col not in out.columns:
+            out[col] = ""
+        out[col] = out[col].fillna("").astype(str)
+    if "attempts" not in out.columns:
+        out["attempts"] = out["attempt"] if "attempt" in out.columns else np.nan
+    return out
+
+
+def join_manifest(manifest: pd.DataFrame, results: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """One row per manifest experiment: its result columns, or status 'missing'."""
+    stray = sorted(set(results["exp_id"]) - set(manifest["exp_id"]))
+    if stray:
+        notes.append(f"{len(stray)} result row(s) belong to experiments no longer in the manifest and were "
+                     f"ignored (e.g. {stray[0]})")
+    extra = [c for c in results.columns if c not in manifest.columns or c == "exp_id"]
+    runs = manifest.merge(results[extra], on="exp_id", how="left")
+    runs["status"] = runs["status"].fillna(MISSING).astype(str)
+    return derive(runs)
+
+
+def varying_settings(manifest: pd.DataFrame) -> list[str]:
+    """Train settings other than the three factors and the seed that vary across the manifest."""
+    from hpc_unet.spec import TRAIN_PARAMS
+
+    skip = {*FACTORS, "seed"}
+    return [k for k in TRAIN_PARAMS if k in manifest.columns and k not in skip and manifest[k].nunique() > 1]
+
+
+def load_study(path: str | Path) -> StudyData:
+    """Load manifest, results and history of a study; raise UserError with the fix when absent."""
+    from hpc_unet.manifest import read_manifest
+
+    study = Study.at(path)
+    study.require()
+    manifest = read_manifest(study)
+    results = read_results(study)
+    notes: list[str] = []
+    runs = join_manifest(manifest, results, notes)
+    history = None
+    if history_file(study).exists():
+        history = _read_parquet(history_file(study), "history")
+        if not {"exp_id", "epoch"} <= set(history.columns):
+            notes.append("history.parquet lacks exp_id/epoch columns; learning curves skipped")
+            history = None
+    else:
+        notes.append("no results/history.parquet; learning curves and epochs-to-baseline skipped")
+    extra = varying_settings(manifest)
+    if extra:
+        notes.append(f"settings {extra} also vary in this study; the analysis pools over them")
+    spec_text = study.spec_file.read_text() if study.spec_file.exists() else ""
+    return StudyData(study=study, meta=read_json(study.meta_file), manifest=manifest, runs=runs,
+                     history=history, spec_text=spec_text, notes=notes)
+
+
+def load_baseline(path: str | Path) -> pd.DataFrame:
+    """Completed runs of the baseline study (its results.parquet), with derived metrics."""
+    study = Study.at(path)
+    frame = derive(read_results(study))
+    if "architecture" not in frame.columns:
+        raise UserError(f"baseline {results_file(study)} has no architecture column; rerun collect there")
+    ok = (frame["status"] == "completed") & np.isfinite(frame[PERFORMANCE])
+    if not ok.any():
+        raise UserError(f"baseline {study.root} has no completed runs; finish it or drop --baseline")
+    return frame[ok]
+
+
+def arch_order(values: Any) -> list[str]:
+    """Architectures in the study plan's order (UNet, Attention_UNet, Attention_ResUNet), others after."""
+    from hpc_unet.spec import ARCHITECTURES
+
+    names = {str(v) for v in values}
+    return [a for a in ARCHITECTURES if a in names] + sorted(names - set(ARCHITECTURES))
+
+
+def parse_json(value: Any) -> Any:
+    """A data_provenance cell -> Python object (kept as text when it is not JSON)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def patch_arrays(row: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(intersection, union) per validation patch of one run, or None when not recorded."""
+    inter = row.get("val_patch_intersection") if hasattr(row, "get") else None
+    union = row.get("val_patch_union") if hasattr(row, "get") else None
+    if inter is None or union is None:
+        return None
+    try:
+        i = np.asarray(inter, dtype=float).ravel()
+        u = np.asarray(union, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None
+    if i.size == 0 or i.size != u.size or not (np.isfinite(i).all() and np.isfinite(u).all()):
+        return None
+    return i, u
+
+
+def cell_status(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (architecture, lr, batch) cell of the manifest: planned and completed runs, a status label
+    for cells without a usable value ('oom', 'failed', 'missing', ...), and metric means over completed runs.
+    """
+    rows = []
+    for key, grp in runs.groupby(list(FACTORS), sort=True):
+        ok = (grp["status"] == "completed") & np.isfinite(grp[PERFORMANCE])
+        others = grp.loc[~ok, "status"].replace({"completed": "no metrics"})
+        counts = others.value_counts()
+        if not ok.any():
+            label = "/".join(str(s) for s in counts.index[:2])
+        elif len(counts):
+            label = f"{int(ok.sum())}/{len(grp)} ok"
+        else:
+            label = ""
+        rec = dict(zip(FACTORS, key, strict=True))
+        rec.update(n_planned=len(grp), n_completed=int(ok.sum()), label=label,
+                   statuses=", ".join(f"{s} x{n}" for s, n in counts.items()))
+        for metric in METRICS:
+            vals = grp.loc[ok, metric].astype(float)
+            vals = vals[np.isfinite(vals)]
+            rec[metric] = float(vals.mean()) if len(vals) else np.nan
+        rows.append(rec)
+    return pd.DataFrame(rows)

@@ -1,0 +1,291 @@
+"""The analysis bundle on disk (tables as CSV, figures as PNG/SVG, summary.json) and the report built from it.
+
+analyze writes the bundle and then the report; ``hpc-unet report`` rebuilds report.md and report.html
+from the bundle alone, so a report can be regenerated (or restyled) without recomputing anything.
+Every file is written atomically: an interrupted write leaves the previous file in place.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpc_unet.errors import UserError
+from hpc_unet.manifest import format_number
+from hpc_unet.study import atomic_write, atomic_write_json, atomic_write_text
+
+SUMMARY = "summary.json"
+
+
+@dataclass
+class Bundle:
+    """Everything the report shows: JSON-able facts, named tables and named figures (PNG, and SVG)."""
+
+    info: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    png: dict[str, bytes] = field(default_factory=dict)
+    svg: dict[str, bytes] = field(default_factory=dict)
+
+
+def write_bundle(directory: Path, bundle: Bundle) -> None:
+    """Tables and figures first, then summary.json, then the report; stale tables/figures are removed."""
+    tables_dir, figures_dir = directory / "tables", directory / "figures"
+    for name, frame in bundle.tables.items():
+        atomic_write(tables_dir / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
+    for store, ext in ((bundle.png, "png"), (bundle.svg, "svg")):
+        for name, data in store.items():
+            atomic_write(figures_dir / f"{name}.{ext}", lambda tmp, d=data: tmp.write_bytes(d))
+    info = {**bundle.info, "tables": list(bundle.tables)}
+    atomic_write_json(directory / SUMMARY, info)
+    _remove_stale(tables_dir, {f"{n}.csv" for n in bundle.tables})
+    _remove_stale(figures_dir, {f"{n}.{e}" for n in bundle.png for e in ("png", "svg")})
+    write_report(directory, Bundle(info=info, tables=bundle.tables, png=bundle.png))
+
+
+def _remove_stale(directory: Path, keep: set[str]) -> None:
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if path.is_file() and not path.name.startswith(".") and path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
+def read_bundle(directory: Path) -> Bundle:
+    """The bundle an earlier analyze wrote (UserError naming the fix when it is absent or damaged)."""
+    summary = directory / SUMMARY
+    if not summary.exists():
+        raise UserError(f"{directory} holds no analysis ({SUMMARY} missing); run `hpc-unet analyze` first")
+    try:
+        info = json.loads(summary.read_text())
+        tables = {n: pd.read_csv(directory / "tables" / f"{n}.csv") for n in info.get("tables", [])}
+        png = {f["name"]: (directory / "figures" / f"{f['name']}.png").read_bytes() for f in info.get("figures", [])}
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"the analysis in {directory} is incomplete ({exc}); rerun `hpc-unet analyze`") from exc
+    return Bundle(info=info, tables=tables, png=png)
+
+
+def write_report(directory: Path, bundle: Bundle) -> tuple[Path, Path]:
+    blocks = build_blocks(bundle)
+    md, page = directory / "report.md", directory / "report.html"
+    atomic_write_text(md, to_markdown(blocks))
+    atomic_write_text(page, to_html(blocks, bundle.png, title=blocks[0][1]))
+    return md, page
+
+
+# ------------------------------------------------------------------------------------------- formatting
+def p_text(p: Any) -> str:
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        return ""
+    if not math.isfinite(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def num(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, str) and not value):
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(x):
+        return "inf" if x == math.inf else ""
+    if x == int(x) and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:.{digits}g}"
+
+
+def interval(lo: Any, hi: Any) -> str:
+    a, b = num(lo), num(hi)
+    return f"[{a}, {b}]" if a and b else "n/a"
+
+
+def _lr(value: Any) -> str:
+    try:
+        return format_number(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame.columns else pd.Series([np.nan] * len(frame), index=frame.index)
+
+
+def display(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """A table of strings for the report: lr in exponent form, p-values as p, CIs as [low, high]."""
+    f = frame.copy()
+    out = pd.DataFrame(index=f.index)
+    if name in ("anova_jaccard", "anova_stability"):
+        out["term"] = f["term"]
+        for col, label in (("sum_sq", "SS"), ("df", "df"), ("mean_sq", "MS"), ("F", "F")):
+            out[label] = f[col].map(num)
+        out["p"] = f["p"].map(p_text)
+        out["partial eta^2"] = f["partial_eta_sq"].map(lambda v: num(v, 3))
+        return out
+    if name == "verdicts":
+        return f[["id", "claim", "verdict", "evidence"]].fillna("")
+    if name == "failures":
+        f["attempts"] = _col(f, "attempts").map(num)
+        return f.fillna("").astype(str).map(lambda s: s if len(s) < 200 else s[:197] + "...")
+    for col in f.columns:
+        if col == "learning_rate":
+            out["lr"] = f[col].map(_lr)
+        elif col == "ci_low":
+            out["95% CI"] = [interval(a, b) for a, b in zip(f["ci_low"], _col(f, "ci_high"), strict=True)]
+        elif col == "ci_high":
+            continue
+        elif col.endswith("_p") or col == "p":
+            out[col.replace("_", " ")] = f[col].map(p_text)
+        elif pd.api.types.is_numeric_dtype(f[col]):
+            out[col.replace("_", " ")] = f[col].map(num)
+        else:
+            out[col.replace("_", " ")] = f[col].fillna("").astype(str)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- blocks
+Block = tuple  # ("h1"|"h2"|"p"|"ul"|"table"|"figure", ...)
+
+TABLE_TITLES = {
+    "verdicts": "Verdicts",
+    "recommendations": "Recommended configurations",
+    "anova_jaccard": "ANOVA of best val Jaccard",
+    "anova_stability": "ANOVA of stability (val-loss std)",
+    "cells": "Cells: means and 95% confidence intervals",
+    "marginal_means": "Marginal means with 95% confidence intervals",
+    "correlation": "Correlation of stability with performance",
+    "pairwise_architectures": "Paired architecture comparisons (Holm-corrected)",
+    "baseline": "Baseline runs",
+    "failures": "Runs that did not complete",
+}
+
+
+def build_blocks(bundle: Bundle) -> list[Block]:
+    info, tables = bundle.info, bundle.tables
+    study = info.get("study", {})
+    blocks: list[Block] = [("h1", f"Analysis of study '{study.get('name', '?')}'")]
+    blocks.append(("p", f"{study.get('description') + '. ' if study.get('description') else ''}Generated {info.get('generated_at', '')} by hpc-unet "
+                        f"{info.get('hpc_unet_version', '')} from {study.get('root', '')}."))
+    blocks.append(("h2", "Summary"))
+    blocks.append(("ul", info.get("summary", [])))
+    for name in ("verdicts", "recommendations"):
+        if name in tables:
+            blocks.append(("h2", TABLE_TITLES[name]))
+            if name == "recommendations":
+                blocks.append(("p", "best = highest mean Jaccard; most robust = highest mean minus std over the "
+                                    "cell and its lr/batch neighbours; most efficient = highest Jaccard per GPU-hour."))
+            blocks.append(("table", name, display(name, tables[name])))
+    blocks.append(("h2", "Figures"))
+    for fig in info.get("figures", []):
+        blocks.append(("figure", fig["name"], fig["caption"]))
+    blocks.append(("h2", "Statistics"))
+    for key, name in (("jaccard", "anova_jaccard"), ("stability", "anova_stability")):
+        meta = info.get("anova", {}).get(key, {})
+        blocks.append(("h3", TABLE_TITLES[name]))
+        if meta.get("skipped"):
+            blocks.append(("p", f"Skipped: {meta['skipped']}."))
+        else:
+            blocks.append(("p", f"Type II ANOVA, OLS `{meta.get('formula', '')}` on {meta.get('n', 0)} completed "
+                                "runs; partial eta^2 = SS_effect / (SS_effect + SS_residual)."))
+        if meta.get("notes"):
+            blocks.append(("ul", meta["notes"]))
+        if name in tables:
+            blocks.append(("table", name, display(name, tables[name])))
+    for name in ("cells", "marginal_means", "correlation", "pairwise_architectures"):
+        if name in tables:
+            blocks.append(("h3", TABLE_TITLES[name]))
+            if name == "cells":
+                blocks.append(("p", info.get("ci_note", "")))
+            blocks.append(("table", name, display(name, tables[name])))
+    if "baseline" in tables:
+        blocks.append(("h2", "Baseline"))
+        blocks.append(("p", f"Baseline study: {info.get('baseline', '')} (matched by architecture)."))
+        blocks.append(("table", "baseline", display("baseline", tables["baseline"])))
+    blocks.append(("h2", "What was run"))
+    blocks.append(("ul", info.get("provenance", [])))
+    if "failures" in tables and len(tables["failures"]):
+        blocks.append(("h3", TABLE_TITLES["failures"]))
+        blocks.append(("table", "failures", display("failures", tables["failures"])))
+    if info.get("notes"):
+        blocks.append(("h3", "Notes"))
+        blocks.append(("ul", info["notes"]))
+    blocks.append(("p", "Definitions, tests and verdict rules: docs/analysis.md. Tables: analysis/tables/*.csv."))
+    return blocks
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            if block[1]:
+                lines += [block[1], ""]
+        elif kind == "ul":
+            lines += [f"- {item}" for item in block[1]] + [""]
+        elif kind == "table":
+            frame = block[2]
+            lines.append("| " + " | ".join(_md_cell(c) for c in frame.columns) + " |")
+            lines.append("|" + "|".join("---" for _ in frame.columns) + "|")
+            lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+            lines.append("")
+        elif kind == "figure":
+            lines += [f"![{block[1]}](figures/{block[1]}.png)", "", f"*{block[2]}* (SVG: figures/{block[1]}.svg)", ""]
+    return "\n".join(lines)
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 6px;
+text-align:left;vertical-align:top}th{background:#f2f2f2}img{max-width:100%}figure{margin:1em 0 2em}
+figcaption{font-size:0.9em;color:#555}.supported{background:#d8f0d8}.not-supported{background:#f6d5d5}
+.inconclusive{background:#f7efd2}code{background:#f4f4f4}"""
+
+
+def to_html(blocks: list[Block], png: dict[str, bytes], title: str) -> str:
+    """A self-contained page: figures embedded as base64 PNG data URIs."""
+    e = html.escape
+    out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
+           f"<style>{CSS}</style></head><body>"]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{e(block[1])}</{kind}>")
+        elif kind == "p":
+            if block[1]:
+                out.append(f"<p>{e(block[1])}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in block[1]) + "</ul>")
+        elif kind == "table":
+            frame = block[2]
+            rows = ["<tr>" + "".join(f"<th>{e(str(c))}</th>" for c in frame.columns) + "</tr>"]
+            for row in frame.itertuples(index=False):
+                cells = []
+                for col, value in zip(frame.columns, row, strict=True):
+                    cls = f" class='{str(value).replace(' ', '-')}'" if col == "verdict" else ""
+                    cells.append(f"<td{cls}>{e(str(value))}</td>")
+                rows.append("<tr>" + "".join(cells) + "</tr>")
+            out.append("<table>" + "".join(rows) + "</table>")
+        elif kind == "figure":
+            data = png.get(block[1])
+            if data is None:
+                continue
+            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            out.append(f"<figure><img alt='{e(block[1])}' src='{uri}'><figcaption>{e(block[2])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,189 @@
+"""Constructed study results with known effects, to test the analysis (and try the report) without a cluster.
+
+The generator follows the data's real structure: each run's Jaccard is computed from per-patch
+intersections and unions, so the patch bootstrap, the t-intervals and the ANOVA all see the kind of
+noise they are built for, and the true cell values are known.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpc_unet.results.schema import SHARD_SCHEMA_VERSION
+from hpc_unet.study import Study, atomic_write
+
+Cell = tuple[str, float, int]
+Effect = Callable[[str, float, int], float]
+
+LR_EFFECT = {1e-4: -0.10, 5e-4: 0.03, 1e-3: 0.04, 5e-3: -0.08}
+ARCH_EFFECT = {"UNet": 0.0, "Attention_UNet": 0.03, "Attention_ResUNet": 0.05}
+
+
+def default_jaccard(arch: str, lr: float, batch: int) -> float:
+    """True cell Jaccard: strong lr and architecture effects, no batch-size effect."""
+    return 0.70 + LR_EFFECT.get(lr, 0.0) + ARCH_EFFECT.get(arch, 0.0)
+
+
+def default_stability(arch: str, lr: float, batch: int) -> float:
+    """True val-loss std: falls with batch size (most for UNet), rises with lr."""
+    slope = {"UNet": 0.012, "Attention_UNet": 0.008, "Attention_ResUNet": 0.006}.get(arch, 0.008)
+    return 0.02 + slope * (32 - batch) / 8 + 0.01 * np.log10(lr / 1e-4)
+
+
+def spec_text(name: str = "constructed", architectures: Iterable[str] = tuple(ARCH_EFFECT),
+              learning_rates: Iterable[float] = tuple(LR_EFFECT), batch_sizes: Iterable[int] = (8, 16, 32),
+              replicates: int = 1, epochs: int = 30) -> str:
+    """A grid spec on synthetic data (no paths to resolve), in the manifests/*.toml format."""
+    archs = ", ".join(f'"{a}"' for a in architectures)
+    lrs = ", ".join(repr(float(x)) for x in learning_rates)
+    bss = ", ".join(str(int(x)) for x in batch_sizes)
+    return f"""[study]
+name = "{name}"
+description = "constructed results with known effects"
+
+[data]
+kind = "synthetic"
+patch_size = 32
+
+[train]
+epochs = {epochs}
+loss = "focal"
+clipnorm = 1.0
+
+[grid]
+architecture = [{archs}]
+learning_rate = [{lrs}]
+batch_size = [{bss}]
+replicates = {replicates}
+
+[slurm]
+partition = "a40"
+gpu_type = "a40"
+cpus_per_task = 8
+mem = "64G"
+time = "04:00:00"
+
+[policy]
+on_oom = "record"
+"""
+
+
+def make_study(root: str | Path, *, spec: str | None = None, jaccard: Effect = default_jaccard,
+               stability: Effect = default_stability, seed_sd: float = 0.0, patch_sd: float = 0.08,
+               n_patches: int = 60, statuses: dict[Cell, str] | None = None,
+               missing: Iterable[Cell] = (), seed: int = 0, history: bool = True,
+               results: bool = True) -> Study:
+    """Create a study directory with manifest, results.parquet and history.parquet of known truth.
+
+    ``statuses`` marks cells whose runs failed (``oom``, ``failed``, ``diverged``); ``missing`` cells get
+    no results row at all. ``seed_sd`` adds seed-to-seed noise on top of the patch sampling noise.
+    """
+    from hpc_unet.manifest import create_study
+    from hpc_unet.spec import load_spec
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    spec_file = root / "spec.toml"  # create_study rewrites it with the same text
+    spec_file.write_text(spec or spec_text(name=root.name))
+    study = Study.at(root)
+    manifest = create_study(study, load_spec(spec_file))
+    if not results:
+        return study
+    frame, hist = make_results(manifest, jaccard=jaccard, stability=stability, seed_sd=seed_sd,
+                               patch_sd=patch_sd, n_patches=n_patches, statuses=statuses or {},
+                               missing=set(missing), seed=seed)
+    atomic_write(study.results_dir / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    if history:
+        atomic_write(study.results_dir / "history.parquet", lambda tmp: hist.to_parquet(tmp, index=False))
+    return study
+
+
+def _cell(row: dict) -> Cell:
+    return (str(row["architecture"]), float(row["learning_rate"]), int(row["batch_size"]))
+
+
+def make_results(manifest: pd.DataFrame, *, jaccard: Effect = default_jaccard,
+                 stability: Effect = default_stability, seed_sd: float = 0.0, patch_sd: float = 0.08,
+                 n_patches: int = 60, statuses: dict[Cell, str] | None = None, missing: set[Cell] | None = None,
+                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, history) frames in the collector's format for the given manifest rows."""
+    rng = np.random.default_rng(seed)
+    statuses = statuses or {}
+    missing = missing or set()
+    rows, hist_rows = [], []
+    for row in manifest.to_dict("records"):
+        cell = _cell(row)
+        if cell in missing:
+            continue
+        status = statuses.get(cell, "completed")
+        epochs = int(row["epochs"])
+        rec = {**row, **_summary_defaults(row, status)}
+        if status == "completed":
+            truth = jaccard(*cell) + rng.normal(0, seed_sd)
+            union = rng.uniform(300, 700, n_patches)
+            ratio = np.clip(truth + rng.normal(0, patch_sd, n_patches), 0.0, 1.0)
+            inter = ratio * union
+            best = float((inter.sum() + 1) / (union.sum() + 1))
+            std = max(1e-4, stability(*cell) * (1 + rng.normal(0, 0.05)))
+            best_epoch = int(np.clip(round(epochs * (0.3 + 0.4 * (1e-3 / cell[1]) ** 0.2)), 1, epochs))
+            epoch_s = {"UNet": 60.0, "Attention_UNet": 66.0, "Attention_ResUNet": 72.0}.get(cell[0], 60.0)
+            epoch_s *= 8 / cell[2] * 0.5 + 0.5
+            gap_end = 0.02 + 0.5 * std
+            rec.update(best_val_jacard=best, best_val_iou=best * 0.98, best_val_dice=2 * best / (1 + best),
+                       best_epoch=best_epoch, epochs_run=epochs, val_loss_std=std,
+                       val_loss_std_detrended=std * 0.6, overfit_gap_best=gap_end / 2, overfit_gap_end=gap_end,
+                       final_loss=0.05, final_val_loss=0.05 + gap_end, mean_epoch_seconds=epoch_s,
+                       total_train_seconds=epoch_s * epochs, val_patch_intersection=inter.tolist(),
+                       val_patch_union=union.tolist())
+            curve = _history(row, rec, rng)
+            hist_rows.extend(curve)
+        rows.append(rec)
+    return pd.DataFrame(rows), pd.DataFrame(hist_rows)
+
+
+def _summary_defaults(row: dict, status: str) -> dict:
+    nan = float("nan")
+    errors = {
+        "oom": ("ResourceExhaustedError", "OOM when allocating tensor with shape [32,64,256,256]"),
+        "failed": ("FileNotFoundError", "training.tif: no such file"),
+        "diverged": ("FloatingPointError", "loss became NaN at epoch 4"),
+    }
+    error_type, message = errors.get(status, ("", ""))
+    return {
+        "attempt_id": f"{row['exp_id']}.a001.0000abcd", "attempt": 1, "attempts": 1, "status": status,
+        "error_type": error_type, "error_message": message, "error_traceback": "",
+        "diverged_epoch": 4 if status == "diverged" else 0, "best_val_jacard": nan, "best_val_iou": nan,
+        "best_val_dice": nan, "best_epoch": nan, "epochs_run": 0, "stopped_early": False,
+        "val_loss_std": nan, "val_loss_std_detrended": nan, "overfit_gap_best": nan, "overfit_gap_end": nan,
+        "final_loss": nan, "final_val_loss": nan, "mean_epoch_seconds": nan, "total_train_seconds": 0.0,
+        "peak_gpu_bytes": 0, "max_rss_bytes": 2**31, "param_count": 31_400_000, "model_bytes": 125_000_000,
+        "device": "NVIDIA A40", "tf_version": "2.21.0", "package_version": "0.1.0", "git_commit": "abc1234",
+        "data_provenance": json.dumps({"kind": "synthetic", "patches": 1980, "patch_size": 256,
+                                       "sha256": "0" * 64}),
+        "restarts": 0, "resumed_from_epoch": 0, "job_id": "1234_0", "host": "gpu01",
+        "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T01:00:00", "test_jacard": nan,
+        "test_iou": nan, "test_dice": nan, "val_patch_intersection": [], "val_patch_union": [],
+        "schema_version": SHARD_SCHEMA_VERSION,
+    }
+
+
+def _history(row: dict, rec: dict, rng: np.random.Generator) -> list[dict]:
+    """Learning curves whose maximum val Jaccard is the run's best, reached at its best epoch."""
+    epochs, best_epoch, best = int(rec["epochs_run"]), int(rec["best_epoch"]), float(rec["best_val_jacard"])
+    t = np.arange(1, epochs + 1)
+    rise = best * (1 - np.exp(-3 * t / best_epoch)) / (1 - np.exp(-3))
+    val_j = np.where(t <= best_epoch, np.minimum(rise, best), best - 0.002 * (t - best_epoch))
+    val_j = np.minimum(val_j, best - 1e-6)
+    val_j[best_epoch - 1] = best
+    val_loss = 0.3 * np.exp(-t / 5) + 0.05 + rng.normal(0, rec["val_loss_std"] * 0.5, epochs)
+    loss = 0.3 * np.exp(-t / 4) + 0.04
+    return [{"exp_id": row["exp_id"], "attempt_id": rec["attempt_id"], "epoch": int(e), "loss": float(lo),
+             "val_loss": float(vl), "jacard_coef": float(min(1.0, vj + 0.03)), "val_jacard_coef": float(vj),
+             "iou": float(vj), "val_iou": float(vj), "dice": float(vj), "val_dice": float(vj),
+             "lr": float(row["learning_rate"]), "epoch_seconds": float(rec["mean_epoch_seconds"])}
+            for e, lo, vl, vj in zip(t, loss, val_loss, val_j, strict=True)]

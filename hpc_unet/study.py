@@ -21,18 +21,27 @@ from hpc_unet.errors import UserError
 SCHEMA_VERSION = 1
 
 
+_FAULT_HITS: dict[str, int] = {}
+
+
 def fault_point(name: str) -> None:
     """Fault injection for the reliability tests (off unless HPC_UNET_FAULT names this point).
 
-    ``HPC_UNET_FAULT=point[:action[:count]]``; action is ``kill`` (SIGKILL, the default), ``raise``
-    (RuntimeError) or ``oom`` (ResourceExhaustedError-like). ``count`` limits how often it fires across
-    processes, tracked in the file named by HPC_UNET_FAULT_STATE (default: fire every time).
+    ``HPC_UNET_FAULT=point[@n][:action[:count]]``: at the n-th time this process reaches ``point``
+    (default: every time), ``kill`` (SIGKILL, the default), ``raise`` (RuntimeError) or ``oom``
+    (MemoryError, handled like TensorFlow's ResourceExhaustedError). ``count`` caps how often it fires
+    across processes, tracked in the file named by HPC_UNET_FAULT_STATE. Points: epoch-end,
+    checkpoint-write, shard-between (history written, summary not), after-shard, mid-epoch.
     """
     spec = os.environ.get("HPC_UNET_FAULT")
     if not spec:
         return
     parts = spec.split(":")
-    if parts[0] != name:
+    point, _, nth = parts[0].partition("@")
+    if point != name:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    if nth and _FAULT_HITS[name] != int(nth):
         return
     action = parts[1] if len(parts) > 1 and parts[1] else "kill"
     if len(parts) > 2:

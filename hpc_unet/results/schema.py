@@ -58,6 +58,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "test_dice": "test-set dice",
     "val_patch_intersection": "list: per validation patch sum(t*p) with the best weights (for bootstraps)",
     "val_patch_union": "list: per validation patch sum(t)+sum(p)-sum(t*p)",
+    "phase_seconds": "JSON: wall seconds per task phase (import, data, build, restore, first_epoch, train, finalize)",
     "schema_version": "shard schema version",
 }
 

@@ -43,8 +43,9 @@ def _summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
     for key in ("val_patch_intersection", "val_patch_union"):
         value = row.get(key)
         row[key] = [float(v) for v in value] if value is not None else []
-    if isinstance(row.get("data_provenance"), dict):
-        row["data_provenance"] = json.dumps(row["data_provenance"], sort_keys=True, default=str)
+    for key in ("data_provenance", "phase_seconds"):
+        if isinstance(row.get(key), dict):
+            row[key] = json.dumps(row[key], sort_keys=True, default=str)
     return pd.DataFrame([row])
 
 

@@ -9,6 +9,7 @@ apply it right after Keras's reset.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,10 @@ class EpochRecorder(keras.callbacks.Callback):
         self.diverged: Diverged | None = None
         self._t0 = 0.0
         self._lr = 0.0
+        if os.environ.get("HPC_UNET_FAULT", "").startswith("mid-epoch"):
+            from hpc_unet.study import fault_point
+
+            self.on_train_batch_end = lambda batch, logs=None: fault_point("mid-epoch")
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._t0 = time.perf_counter()

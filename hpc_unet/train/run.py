@@ -183,8 +183,31 @@ def _classify(exc: BaseException) -> str | None:
     return "failed"
 
 
+def _predict(model: Any, x: Any, batch_size: int) -> Any:
+    """Eager forward passes: skips tracing a predict function, which dominates tiny runs."""
+    import numpy as np
+
+    return np.concatenate([np.asarray(model(np.asarray(x[i:i + batch_size]), training=False))
+                           for i in range(0, len(x), batch_size)])
+
+
+class _Phases(dict):
+    """Wall seconds per phase of a task (import, data, build, restore, first epoch, train, finalize)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._t = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self[name] = round(self.get(name, 0.0) + now - self._t, 4)
+        self._t = now
+
+
 def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: list[dict[str, Any]],
            state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    phases = _Phases()
+    state["phase_seconds"] = phases
     configure_tensorflow(row)
     import keras
     import numpy as np
@@ -198,7 +221,9 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
 
     exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
     ckpt_dir = study.run_dir(exp_id) / "checkpoint"
+    phases.mark("import")
     data = prepare_for_row(row, study)
+    phases.mark("data")
     state["data_provenance"] = data.provenance
 
     def builder() -> keras.Model:
@@ -229,6 +254,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
                                              patience=int(row["reduce_lr_patience"]), min_lr=float(row["min_lr"]))
         callbacks.append(plateau)
 
+    phases.mark("build")
     start, finished, resumed_from = 0, False, 0
     bundle = load_latest(ckpt_dir)
     if bundle is not None:
@@ -242,6 +268,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
         history.extend(bundle.state["history"])
         start, finished, resumed_from = bundle.epoch, bool(bundle.state["finished"]), bundle.epoch
     state["resumed_from_epoch"] = resumed_from
+    phases.mark("restore")
 
     def on_epoch_done(epoch: int, done: bool) -> None:
         best = max(h["val_jacard_coef"] for h in history)
@@ -254,6 +281,8 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
                    "exp_id": exp_id}))
         progress.update(state="running", epoch=epoch, best_val_jacard=best,
                         last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"])
+        if "first_epoch" not in phases:
+            phases.mark("first_epoch")
         fault_point("epoch-end")
 
     recorder = EpochRecorder(history, on_epoch_done)
@@ -263,23 +292,24 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
         model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start),
                   validation_data=val_ds, epochs=epochs, initial_epoch=start,
                   steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
-                  callbacks=[*callbacks, recorder], verbose=0)
+                  callbacks=[*callbacks, recorder], verbose=0, shuffle=False)
         if recorder.diverged is not None:
             raise recorder.diverged
         best_weights = early.best_weights
     else:
         best_weights = bundle.best if bundle is not None else None
+    phases.mark("train")
     if best_weights is not None:
         model.set_weights(best_weights)
 
-    preds = model.predict(val_ds, verbose=0)
-    inter, union = patch_overlaps(np.asarray(data.val_y), preds)
+    inter, union = patch_overlaps(np.asarray(data.val_y), _predict(model, data.val_x, batch))
     test: dict[str, float] = {"test_jacard": math.nan, "test_iou": math.nan, "test_dice": math.nan}
     if data.test_x is not None:
         scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
         test = {"test_jacard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
                 "test_dice": float(scores["dice"])}
     model_bytes = _save_model(builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras")
+    phases.mark("finalize")
     summary = {**base, **state, **summarize_history(history, epochs), **test, "status": "completed",
                "val_patch_intersection": inter.tolist(), "val_patch_union": union.tolist(),
                "model_bytes": model_bytes, "peak_gpu_bytes": _peak_gpu_bytes(),

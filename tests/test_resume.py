@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, cli
 
 EXP = "unet-lr5e-03-bs8-s0"

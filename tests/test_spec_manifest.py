@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, cli
+
 from hpc_unet.errors import UserError
 from hpc_unet.manifest import build_rows, format_number, read_manifest
 from hpc_unet.spec import load_spec

@@ -104,9 +104,7 @@ def heatmap(cells: pd.DataFrame, metric: str):
 def _cmap(name: str):
     import matplotlib
 
-    cmap = matplotlib.colormaps[name].copy()
-    cmap.set_bad("#d9d9d9")
-    return cmap
+    return matplotlib.colormaps[name].with_extremes(bad="#d9d9d9")
 
 
 def comparison_lr(cells_j: pd.DataFrame):

@@ -1,0 +1,166 @@
+"""Statistics on tables with known answers: a textbook ANOVA, constructed effects, CI coverage."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpc_unet.analysis import stats
+from hpc_unet.analysis.load import FACTORS, derive
+from hpc_unet.analysis.synthetic import default_jaccard, make_results, spec_text
+from hpc_unet.manifest import build_rows
+from hpc_unet.spec import validate_spec
+
+
+def grid(replicates: int = 1, **kw) -> pd.DataFrame:
+    spec = validate_spec(tomllib.loads(spec_text(replicates=replicates, **kw)), Path("."))
+    return build_rows(spec)
+
+
+def completed(replicates: int = 1, seed: int = 1, **kw) -> pd.DataFrame:
+    frame, _ = make_results(grid(replicates), seed=seed, **kw)
+    frame = derive(frame)
+    return frame[frame["status"] == "completed"]
+
+
+def test_two_way_anova_matches_montgomery_battery_example():
+    """Montgomery, Design and Analysis of Experiments, Example 5.1 (battery life, 3 plate materials x
+    3 temperatures, 4 replicates), ANOVA table 5.5: Material SS 10,683.72 (df 2, F 7.91), Temperature
+    SS 39,118.72 (df 2, F 28.97), Interaction SS 9,613.78 (df 4, F 3.56), Error SS 18,230.75 (df 27,
+    MS 675.21). Material and temperature play the roles of architecture and learning rate here.
+    """
+    life = {
+        1: {15: [130, 155, 74, 180], 70: [34, 40, 80, 75], 125: [20, 70, 82, 58]},
+        2: {15: [150, 188, 159, 126], 70: [136, 122, 106, 115], 125: [25, 70, 58, 45]},
+        3: {15: [138, 110, 168, 160], 70: [174, 120, 150, 139], 125: [96, 104, 82, 60]},
+    }
+    rows = [(f"M{m}", float(t), 8, y) for m, by_t in life.items() for t, ys in by_t.items() for y in ys]
+    frame = pd.DataFrame(rows, columns=[*FACTORS, "life"])
+    result = stats.factorial_anova(frame, "life")
+    t = result.table
+    assert result.skipped == ""
+    assert "batch size has fewer than 2 levels with data; left out" in result.notes
+    assert t.loc["architecture", "sum_sq"] == pytest.approx(10683.72, abs=0.01)
+    assert t.loc["learning rate", "sum_sq"] == pytest.approx(39118.72, abs=0.01)
+    assert t.loc["architecture x learning rate", "sum_sq"] == pytest.approx(9613.78, abs=0.01)
+    assert t.loc["residual", "sum_sq"] == pytest.approx(18230.75, abs=0.01)
+    assert list(t["df"]) == [2, 2, 4, 27]
+    assert t.loc["architecture", "F"] == pytest.approx(7.91, abs=0.005)
+    assert t.loc["learning rate", "F"] == pytest.approx(28.97, abs=0.005)
+    assert t.loc["architecture x learning rate", "F"] == pytest.approx(3.56, abs=0.005)
+    assert result.mse == pytest.approx(675.21, abs=0.005)
+    eta = t.loc["architecture", "partial_eta_sq"]
+    assert eta == pytest.approx(10683.72 / (10683.72 + 18230.75), rel=1e-4)
+
+
+def test_anova_detects_constructed_effects_and_not_the_null_factor():
+    runs = completed(seed=1)
+    jac = stats.factorial_anova(runs, "best_val_jacard")
+    assert jac.p("learning_rate") < 1e-6 and jac.p("architecture") < 1e-3
+    assert jac.p("batch_size") > 0.05  # no batch effect was built into the Jaccard
+    assert "three" not in jac.formula and jac.df_resid == 2 * 3 * 2  # 3-way term is the error
+    std = stats.factorial_anova(runs, "val_loss_std")
+    assert std.p("batch_size") < 1e-6
+    assert std.table.loc["batch size", "partial_eta_sq"] > 0.9
+
+
+def test_anova_with_replicates_fits_the_full_model():
+    runs = completed(replicates=2, seed=2, seed_sd=0.01)
+    result = stats.factorial_anova(runs, "best_val_jacard")
+    assert "architecture x learning rate x batch size" in result.table.index
+    assert result.df_resid == 36  # 72 runs - 36 cells
+
+
+def test_anova_degrades_with_reasons():
+    runs = completed(seed=3)
+    one_per_lr = runs[(runs["architecture"] == "UNet") & (runs["batch_size"] == 8)]
+    result = stats.factorial_anova(one_per_lr, "best_val_jacard")  # only lr varies, one run per lr
+    assert result.table is None and result.skipped.startswith("residual degrees of freedom = 0")
+    single = runs[(runs["architecture"] == "UNet") & (runs["batch_size"] == 8) & (runs["learning_rate"] == 1e-3)]
+    assert "no factor has 2 or more levels" in stats.factorial_anova(single, "best_val_jacard").skipped
+    # a whole (architecture, lr) block missing makes that interaction inestimable: dropped, main effects kept
+    holey = runs[~((runs["architecture"] == "UNet") & (runs["learning_rate"] == 5e-3))]
+    result = stats.factorial_anova(holey, "best_val_jacard")
+    assert any("architecture x learning rate dropped" in n for n in result.notes)
+    assert result.p("learning_rate") < 1e-6
+
+
+def test_two_factors_one_run_per_cell_use_the_interaction_as_error():
+    frame = pd.DataFrame({"architecture": ["UNet"] * 4 + ["Attention_UNet"] * 4,
+                          "learning_rate": [1e-4, 5e-4, 1e-3, 5e-3] * 2, "batch_size": [8] * 8,
+                          "y": [0.1, 0.2, 0.3, 0.4, 0.2, 0.3, 0.45, 0.5]})
+    result = stats.factorial_anova(frame, "y")
+    assert list(result.table.index) == ["architecture", "learning rate", "residual"]
+    assert result.df_resid == 3
+
+
+def test_t_intervals_cover_the_true_cell_means():
+    runs = completed(replicates=3, seed=4, seed_sd=0.02)
+    cells = stats.cell_intervals(runs, "best_val_jacard")
+    assert (cells["ci_method"] == "t over 3 seeds").all()
+    truth = np.array([default_jaccard(a, lr, bs) for a, lr, bs in cells[list(FACTORS)].itertuples(index=False)])
+    covered = (cells["ci_low"] <= truth) & (truth <= cells["ci_high"])
+    assert covered.mean() >= 0.85  # nominal 95% over 36 cells
+
+
+def test_patch_bootstrap_covers_the_true_value_of_single_runs():
+    runs = completed(seed=5)
+    cells = stats.cell_intervals(runs, "best_val_jacard", n_boot=500)
+    assert cells["ci_method"].str.startswith("bootstrap over 60 val patches").all()
+    truth = np.array([default_jaccard(a, lr, bs) for a, lr, bs in cells[list(FACTORS)].itertuples(index=False)])
+    covered = (cells["ci_low"] <= truth) & (truth <= cells["ci_high"])
+    assert covered.mean() >= 0.85
+    assert (cells["ci_low"] <= cells["mean"]).all() and (cells["mean"] <= cells["ci_high"]).all()
+
+
+def test_bootstrap_jaccard_definition():
+    inter, union = np.array([10.0, 20.0, 30.0]), np.array([20.0, 40.0, 50.0])
+    point, lo, hi = stats.bootstrap_jaccard(inter, union, n_boot=200)
+    assert point == pytest.approx(61 / 111)
+    assert lo <= point <= hi
+    assert np.isnan(stats.bootstrap_jaccard(inter[:1], union[:1])[1])
+
+
+def test_correlation_sign_of_constructed_tradeoff():
+    # stability worse (higher std) where the Jaccard is lower: a negative correlation by construction
+    def jac(arch, lr, bs):
+        return 0.8 - 0.4 * (32 - bs) / 24 * 0.25
+
+    def std(arch, lr, bs):
+        return 0.02 + 0.002 * (32 - bs)
+
+    runs = completed(seed=6, jaccard=jac, stability=std)
+    c = stats.correlation(runs, "val_loss_std", "best_val_jacard")
+    assert c["pearson_r"] < -0.5 and c["pearson_p"] < 0.01
+    assert c["spearman_rho"] < -0.5 and c["spearman_p"] < 0.01
+    assert "at least 3" in stats.correlation(runs.head(2), "val_loss_std", "best_val_jacard")["note"]
+
+
+def test_pairwise_architectures_paired_and_holm_corrected():
+    runs = completed(seed=7)
+    out = stats.pairwise_architectures(runs, "best_val_jacard")
+    assert len(out) == 3 and (out["n_pairs"] == 12).all()
+    assert (out["holm_p"] >= out["wilcoxon_p"]).all()
+    resunet_vs_unet = out[(out["arch_a"] == "Attention_ResUNet") & (out["arch_b"] == "UNet")].iloc[0]
+    assert resunet_vs_unet["mean_diff"] == pytest.approx(0.05, abs=0.01)
+    assert resunet_vs_unet["holm_p"] < 0.01
+
+
+def test_icc_needs_replicates_and_is_high_when_settings_dominate():
+    assert "replicates >= 2" in stats.icc_oneway(completed(seed=8), "best_val_jacard")["note"]
+    icc = stats.icc_oneway(completed(replicates=3, seed=8, seed_sd=0.005), "best_val_jacard")
+    assert icc["icc"] > 0.9 and icc["cells"] == 36
+
+
+def test_marginal_means_use_the_anova_error_term():
+    runs = completed(seed=9)
+    anova = stats.factorial_anova(runs, "best_val_jacard")
+    mm = stats.marginal_means(runs, "best_val_jacard", anova)
+    lr = mm[(mm["factor"] == "learning_rate")]
+    assert len(lr) == 4 and lr["ci_method"].str.startswith("ANOVA MSE t").all()
+    fallback = stats.marginal_means(runs, "best_val_jacard", None)
+    assert fallback["ci_method"].str.startswith("t over").all()

@@ -1,0 +1,174 @@
+"""Verdict rules and recommendations on constructed cases."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpc_unet.analysis import stats, verdicts
+from hpc_unet.analysis.load import derive
+from hpc_unet.analysis.synthetic import LR_EFFECT, make_results, spec_text
+from hpc_unet.analysis.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from hpc_unet.manifest import build_rows
+from hpc_unet.spec import validate_spec
+
+ARCHS = ["UNet", "Attention_UNet", "Attention_ResUNet"]
+
+
+def runs_for(replicates: int = 1, seed: int = 11, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    manifest = build_rows(validate_spec(tomllib.loads(spec_text(replicates=replicates)), Path(".")))
+    frame, hist = make_results(manifest, seed=seed, **kw)
+    frame = derive(frame)
+    return frame[frame["status"] == "completed"], hist
+
+
+def context(runs: pd.DataFrame, baseline: pd.DataFrame | None = None, history: pd.DataFrame | None = None,
+            architectures: list[str] = ARCHS) -> verdicts.Context:
+    cells_j = stats.cell_intervals(runs, "best_val_jacard", n_boot=200)
+    return verdicts.Context(completed=runs, architectures=architectures,
+                            anova_j=stats.factorial_anova(runs, "best_val_jacard"),
+                            anova_s=stats.factorial_anova(runs, "val_loss_std"), cells_j=cells_j,
+                            recommendations=verdicts.recommendations(runs, cells_j), baseline=baseline,
+                            history=history)
+
+
+def verdict(table: pd.DataFrame, vid: str) -> str:
+    return table.set_index("id").loc[vid, "verdict"]
+
+
+def test_h2_supported_when_std_falls_with_batch():
+    runs, _ = runs_for()  # default_stability falls with batch size
+    v = verdicts.h2(context(runs))
+    assert v.verdict == SUPPORTED, v.evidence
+    assert "BS8" in v.evidence and "p<0.001" in v.evidence
+
+
+def test_h2_not_supported_when_std_rises_with_batch():
+    runs, _ = runs_for(stability=lambda a, lr, bs: 0.02 + 0.001 * bs)
+    v = verdicts.h2(context(runs))
+    assert v.verdict == NOT_SUPPORTED and "not the predicted one" in v.evidence
+
+
+def test_h2_inconclusive_when_the_order_is_right_but_within_noise():
+    runs, _ = runs_for()
+    runs = runs.copy()
+    lr_i = runs["learning_rate"].rank(method="dense").astype(int)
+    bs_i = runs["batch_size"].rank(method="dense").astype(int)
+    arch_i = runs["architecture"].map({a: i for i, a in enumerate(ARCHS)})
+    # a tiny decreasing trend plus a large pure three-way "noise" that cancels in every batch mean
+    runs["val_loss_std"] = 0.05 - 1e-5 * runs["batch_size"] + 0.02 * (-1.0) ** (lr_i + bs_i + arch_i)
+    v = verdicts.h2(context(runs))
+    assert v.verdict == INCONCLUSIVE and "not significant" in v.evidence
+
+
+def test_h2_unet_strongest_is_judged_on_the_interaction():
+    runs, _ = runs_for()  # UNet has the steepest slope by construction
+    assert verdicts.h2_unet(context(runs)).verdict == SUPPORTED
+    flat_unet, _ = runs_for(stability=lambda a, lr, bs: 0.03 if a == "UNet" else 0.02 + 0.001 * (32 - bs))
+    assert verdicts.h2_unet(context(flat_unet)).verdict == NOT_SUPPORTED
+
+
+def test_h1_supported_when_the_optimum_is_inside_the_range():
+    runs, _ = runs_for()
+    v = verdicts.h1_range(context(runs))
+    assert v.verdict == SUPPORTED, v.evidence
+
+
+def test_h1_not_supported_when_the_smallest_lr_is_best():
+    effect = {1e-4: 0.1, 5e-4: 0.0, 1e-3: -0.02, 5e-3: -0.1}
+    runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + effect[lr])
+    v = verdicts.h1_range(context(runs))
+    assert v.verdict == NOT_SUPPORTED, v.evidence
+    assert "best lr 1e-04" in v.evidence
+
+
+def test_h1_per_architecture_optimum():
+    def jac(arch, lr, bs):  # UNet peaks at 5e-4 as predicted; Attention_UNet peaks at 5e-4 against the 1e-3 prediction
+        return 0.7 + {1e-4: -0.1, 5e-4: 0.08, 1e-3: 0.0, 5e-3: -0.1}[lr] * (1 if arch != "Attention_ResUNet" else 0)
+
+    ctx = context(runs_for(jaccard=jac)[0])
+    assert verdicts.h1_architecture(ctx, "UNet", 5e-4).verdict == SUPPORTED
+    assert verdicts.h1_architecture(ctx, "Attention_UNet", 1e-3).verdict == NOT_SUPPORTED
+    flat = verdicts.h1_architecture(ctx, "Attention_ResUNet", 1e-3)
+    assert flat.verdict == INCONCLUSIVE and "within noise" in flat.evidence
+
+
+def test_h3_sensitivity_and_robustness():
+    scale = {"UNet": 2.0, "Attention_UNet": 1.0, "Attention_ResUNet": 0.3}
+    runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + scale[a] * LR_EFFECT[lr])
+    ctx = context(runs)
+    assert verdicts.h3_sensitive(ctx).verdict == SUPPORTED
+    assert verdicts.h3_robust(ctx).verdict == SUPPORTED
+    # with equal sensitivity, the interaction is not significant: no claim either way
+    same, _ = runs_for()
+    assert verdicts.h3_sensitive(context(same)).verdict == INCONCLUSIVE
+
+
+def test_h3_batch_gain():
+    gain = {"UNet": 0.0, "Attention_UNet": 0.004, "Attention_ResUNet": 0.0}
+    runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + LR_EFFECT[lr] + gain[a] * (bs - 8))
+    assert verdicts.h3_batch_gain(context(runs)).verdict == SUPPORTED
+    gain["UNet"], gain["Attention_UNet"] = 0.004, 0.0
+    runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + LR_EFFECT[lr] + gain[a] * (bs - 8))
+    assert verdicts.h3_batch_gain(context(runs)).verdict == NOT_SUPPORTED
+
+
+def baseline_frame(std: float, jaccard: float = 0.5, best_epoch: float = 25.0, hours: float = 2.0) -> pd.DataFrame:
+    rows = [{"architecture": a, "learning_rate": 1e-2, "batch_size": 8, "seed": 0, "status": "completed",
+             "best_val_jacard": jaccard, "val_loss_std": std, "best_epoch": best_epoch,
+             "total_train_seconds": hours * 3600} for a in ARCHS]
+    return derive(pd.DataFrame(rows))
+
+
+def test_success_criteria_against_a_baseline():
+    runs, hist = runs_for()
+    table = verdicts.judge_all(context(runs, baseline=baseline_frame(std=0.2), history=hist))
+    for vid in ("S1", "S2", "S4", "S5"):
+        assert verdict(table, vid) == SUPPORTED, table.set_index("id").loc[vid, "evidence"]
+    worse = verdicts.judge_all(context(runs, baseline=baseline_frame(std=0.04, jaccard=0.95, best_epoch=3,
+                                                                     hours=0.1), history=hist))
+    for vid in ("S1", "S2", "S4", "S5"):
+        assert verdict(worse, vid) == NOT_SUPPORTED, worse.set_index("id").loc[vid, "evidence"]
+    assert "never reached" in worse.set_index("id").loc["S4", "evidence"]
+
+
+def test_success_criteria_without_baseline_are_inconclusive():
+    runs, _ = runs_for()
+    table = verdicts.judge_all(context(runs)).set_index("id")
+    for vid in ("S1", "S2", "S4", "S5"):
+        assert table.loc[vid, "verdict"] == INCONCLUSIVE
+        assert "no baseline given" in table.loc[vid, "evidence"]
+    assert table.loc["S3", "verdict"] == INCONCLUSIVE and "replicates" in table.loc["S3", "evidence"]
+    assert table.loc["S6", "verdict"] == SUPPORTED
+
+
+def test_consistency_needs_and_uses_replicates():
+    runs, _ = runs_for(replicates=2, seed_sd=0.003)
+    assert verdicts.s3_consistency(context(runs)).verdict == SUPPORTED
+    noisy, _ = runs_for(replicates=2, seed_sd=0.3, jaccard=lambda a, lr, bs: 0.5)
+    assert verdicts.s3_consistency(context(noisy)).verdict == NOT_SUPPORTED
+
+
+def test_recommendations_best_vs_most_robust():
+    def jac(arch, lr, bs):  # an isolated spike at (5e-3, 32) and a broad plateau around lr 5e-4..1e-3
+        if lr == 5e-3 and bs == 32:
+            return 0.9
+        return 0.85 if lr in (5e-4, 1e-3) else 0.6
+
+    runs, _ = runs_for(jaccard=jac, patch_sd=0.01)
+    recs = verdicts.recommendations(runs, stats.cell_intervals(runs, "best_val_jacard", n_boot=100))
+    unet = recs[recs["architecture"] == "UNet"].set_index("kind")
+    assert (unet.loc["best", "learning_rate"], unet.loc["best", "batch_size"]) == (5e-3, 32)
+    assert unet.loc["most robust", "learning_rate"] in (5e-4, 1e-3)
+    assert np.isfinite(unet.loc["best", "ci_low"]) and unet.loc["best", "ci_method"].startswith("bootstrap")
+    assert list(recs["architecture"].unique()) == ARCHS
+
+
+def test_missing_architecture_makes_recommendations_inconclusive():
+    runs, _ = runs_for()
+    runs = runs[runs["architecture"] != "Attention_UNet"]
+    v = verdicts.s6_recommendations(context(runs))
+    assert v.verdict == INCONCLUSIVE and "Attention_UNet" in v.evidence

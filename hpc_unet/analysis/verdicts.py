@@ -148,6 +148,9 @@ def h2(ctx: Context) -> Verdict:
     order = ", ".join(f"BS{b}: {g[b].mean():.4f}" for b in sorted(g))
     p, test = _batch_p(ctx)
     evidence = f"mean val-loss std {order}; {test}"
+    untested = [b for b in (8, 16, 32) if b not in g]
+    if untested:
+        evidence += f" (batch sizes {untested} have no completed runs)"
     if not all(a > b for a, b in zip(means, means[1:], strict=False)):
         return Verdict("H2", claim, NOT_SUPPORTED, evidence + "; the order is not the predicted one")
     if np.isfinite(p) and p < ALPHA:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from hpc_unet.analysis.load import FACTORS, METRICS, PERFORMANCE, STABILITY, arch_order
 from hpc_unet.manifest import format_number
+
+if TYPE_CHECKING:
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
 
 HEATMAPS = {
     "best_val_jacard": "heatmap_jaccard",
@@ -26,13 +31,13 @@ VALUE_FORMAT = {"best_val_jacard": "{:.3f}", "val_loss_std": "{:.3g}", "best_epo
                 "overfit_gap_end": "{:.3g}"}
 
 
-def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def render(fig, fmt: str) -> bytes:
+def render(fig: Figure, fmt: str) -> bytes:
     """PNG or SVG bytes of a figure (Agg for PNG). SVG keeps text as text, so it stays searchable and editable."""
     import matplotlib
 
@@ -47,7 +52,7 @@ def _levels(frame: pd.DataFrame, col: str) -> list:
     return arch_order(values) if col == "architecture" else sorted(values)
 
 
-def heatmap(cells: pd.DataFrame, metric: str):
+def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
     """One panel per architecture over (lr, batch), annotated; colour scale shared across panels."""
     from matplotlib.patches import Rectangle
 
@@ -101,13 +106,13 @@ def heatmap(cells: pd.DataFrame, metric: str):
     return fig
 
 
-def _cmap(name: str):
+def _cmap(name: str) -> Colormap:
     import matplotlib
 
     return matplotlib.colormaps[name].with_extremes(bad="#d9d9d9")
 
 
-def comparison_lr(cells_j: pd.DataFrame):
+def comparison_lr(cells_j: pd.DataFrame) -> Figure:
     """Best Jaccard vs learning rate: a line per batch size, one panel per architecture, 95% CI bars."""
     archs = _levels(cells_j, "architecture")
     fig = _figure(3.4 * len(archs), 3.2)
@@ -132,7 +137,7 @@ def comparison_lr(cells_j: pd.DataFrame):
     return fig
 
 
-def stability_vs_batch(completed: pd.DataFrame):
+def stability_vs_batch(completed: pd.DataFrame) -> Figure:
     """Val-loss std vs batch size: a line per learning rate, bold line for the mean; panel per architecture."""
     archs = _levels(completed, "architecture")
     fig = _figure(3.4 * len(archs), 3.2)
@@ -167,7 +172,7 @@ def _colors(n: int) -> list:
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def learning_curves(completed: pd.DataFrame, history: pd.DataFrame):
+def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     """Val Jaccard (top) and val loss (bottom) per epoch; panel per architecture, colour = lr, style = batch."""
     from matplotlib.lines import Line2D
 
@@ -200,7 +205,7 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame):
     return fig
 
 
-def stability_vs_performance(completed: pd.DataFrame, corr: dict):
+def stability_vs_performance(completed: pd.DataFrame, corr: dict) -> Figure:
     """Scatter of val-loss std against best Jaccard, colour = architecture, marker = batch size."""
     archs = _levels(completed, "architecture")
     bss = _levels(completed, "batch_size")
@@ -224,7 +229,7 @@ def stability_vs_performance(completed: pd.DataFrame, corr: dict):
 
 
 def all_figures(cells: pd.DataFrame, cells_j: pd.DataFrame, completed: pd.DataFrame,
-                history: pd.DataFrame | None, corr: dict) -> Iterable[tuple[str, str, object]]:
+                history: pd.DataFrame | None, corr: dict) -> Iterable[tuple[str, str, Figure]]:
     """(name, caption, figure) for every figure the data allow."""
     for metric, name in HEATMAPS.items():
         label = METRICS[metric][0]

@@ -10,6 +10,10 @@ success criteria are judged against that study (e.g. one made from manifests/bas
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hpc_unet.analysis.report import Bundle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(bundle, report: str) -> None:  # bundle: hpc_unet.analysis.report.Bundle
+def print_summary(bundle: Bundle, report: str) -> None:
     """Verdict table and where the report is."""
     from rich.console import Console
     from rich.table import Table

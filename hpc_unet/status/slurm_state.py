@@ -1,9 +1,10 @@
 """What Slurm says about array tasks: sacct when accounting answers, squeue when it does not.
 
 submitit reads job state only from sacct and has no fallback (design §5), so a cluster whose slurmdbd is
-down or disabled would leave status blind. Here every query has a timeout, sacct is tried first, the ids
-it does not know are asked of squeue, and a job that squeue no longer lists is reported as FINISHED (it
-left the queue; the caller decides completed/lost from the shards on disk).
+down or disabled would leave status blind. Here every query has a timeout; sacct is asked first (it keeps
+finished jobs); the ids it does not know or reports as live are asked of squeue, because sacct lags the
+controller; a job that squeue no longer lists is reported as FINISHED (it left the queue; the caller
+decides completed/lost from the shards on disk).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ TIMEOUT_S = 20.0
 TASK_ID_RE = re.compile(r"^(\d+)(?:_(\d+))?$")
 # What sacct/squeue print: "123", "123_4", or a pending range "123_[4-9,12%2]".
 ROW_ID_RE = re.compile(r"^(\d+)(?:_(\d+|\[[^\]]*\]))?$")
+LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+               "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT", "STOPPED"}
 FINISHED = "FINISHED"  # squeue answered and no longer lists the job
 
 
@@ -142,7 +145,8 @@ def query_squeue(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, Ta
 
 
 def query_states(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, TaskState]:
-    """Scheduler state of each task id ("123_4" or "123"): sacct first, squeue for the rest.
+    """Scheduler state of each task id ("123_4" or "123"): sacct first, squeue for the ids sacct does
+    not know or reports as live (pending, running, requeued...).
 
     Without Slurm on PATH: an empty dict. When neither answers, each id maps to a TaskState with an
     empty state and source "none", so the caller falls back to the progress files on disk.
@@ -151,9 +155,11 @@ def query_states(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, Ta
     if not ids or (shutil.which("sacct") is None and shutil.which("squeue") is None):
         return {}
     states = query_sacct(ids, timeout) or {}
-    missing = [j for j in ids if j not in states]
-    if missing:
-        states.update(query_squeue(missing, timeout) or {})
+    # sacct lags the controller (records reach slurmdbd asynchronously, and after a slurmdbd outage
+    # it shows RUNNING until the queued records arrive): the controller is the truth for live jobs.
+    ask = [j for j in ids if j not in states or states[j].state in LIVE_STATES]
+    if ask:
+        states.update(query_squeue(ask, timeout) or {})
     for task_id in ids:
         states.setdefault(task_id, TaskState(state="", source="none"))
     return states

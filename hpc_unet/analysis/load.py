@@ -98,6 +98,9 @@ def read_results(study: Study) -> pd.DataFrame:
     missing = [c for c in _REQUIRED if c not in frame.columns]
     if missing:
         raise UserError(f"{path} lacks columns {missing}; rerun `hpc-unet collect --study {study.root}`")
+    if frame.empty:
+        raise UserError(f"no experiment of {study.root} has a result yet; when runs have finished, run "
+                        f"`hpc-unet collect --study {study.root}` again (see `hpc-unet status`)")
     return frame
 
 

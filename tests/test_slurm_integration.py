@@ -230,3 +230,182 @@ def test_cluster_settings_seen_by_hpc_unet(slurm_cluster: dict) -> None:
     assert slurm.cluster_max_array_size() == int(os.environ.get("HPC_UNET_SLURM_MAX_ARRAY_SIZE", "1001"))
     again = _sh("bash", str(SLURM_DIR / "start.sh"))
     assert again.returncode == 0 and "already running" in again.stdout
+
+
+# --- the real pipeline: hpc-unet manifest / submit / status / collect on Slurm -----------------------
+
+SMOKE = REPO / "manifests" / "smoke.toml"
+# The smoke grid on the smallest settings that still train: 36 one-epoch experiments (~6 CPU-s each).
+TINY = ["train.epochs=1", "train.run_eagerly=true", "data.synth_slices=2", "data.synth_height=64",
+        "data.synth_width=64"]
+# One experiment with epochs long enough (~1 s each after tracing) to be interrupted between them.
+ONE_LONG = ['grid.architecture=["UNet"]', "grid.learning_rate=[1e-3]", "grid.batch_size=[8]", "train.epochs=8",
+            "train.early_stopping=false", "data.synth_slices=8", "data.synth_height=256", "data.synth_width=256",
+            "train.base_filters=8"]
+HISTORY_VALUES = ["epoch", "loss", "val_loss", "jacard_coef", "val_jacard_coef", "iou", "val_iou", "dice",
+                  "val_dice", "lr"]
+
+
+def hpc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in a fresh process (nothing carries over but the study directory)."""
+    proc = subprocess.run([sys.executable, "-m", "hpc_unet.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+    return proc
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"{proc.args}: rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def make_study(path: Path, sets: list[str]) -> Path:
+    ok(hpc("manifest", "--grid", SMOKE, "--study", path, "--quiet", *[a for s in sets for a in ("--set", s)]))
+    return path
+
+
+def submit(study: Path, *flags: str) -> list[dict[str, Any]]:
+    """`hpc-unet submit` on Slurm; the task entries it recorded."""
+    out = ok(hpc("submit", "--study", study, "--partition", "a40", *flags))
+    assert "submitted" in out, f"hpc-unet submit submitted nothing: {out}"
+    return submitted_jobs(study)
+
+
+def status(study: Path) -> dict[str, dict[str, Any]]:
+    return {r["exp_id"]: r for r in json.loads(ok(hpc("status", "--study", study, "--json")))["experiments"]}
+
+
+def submitted_jobs(study: Path) -> list[dict[str, Any]]:
+    """Task entries of the newest submission record."""
+    records = sorted((study / "submissions").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(records[-1].read_text())["tasks"]
+
+
+def wait_left_queue(job_ids: list[str], timeout: float) -> None:
+    wait_states(job_ids, lambda s: all(v.state not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED",
+                                                       "CONFIGURING", "") for v in s.values()),
+                timeout=timeout, what=f"{len(job_ids)} tasks to finish")
+
+
+def shard_history(study: Path, exp_id: str) -> Any:
+    import pandas as pd
+
+    (path,) = (study / "shards").glob(f"{exp_id}.*.history.parquet")
+    return pd.read_parquet(path)[HISTORY_VALUES].reset_index(drop=True)
+
+
+def read_progress(study: Path, exp_id: str) -> dict[str, Any]:
+    try:
+        return json.loads((study / "runs" / exp_id / "progress.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.mark.slow
+def test_smoke_study_array_cancel_resubmit_and_status_without_sacct(slurm_cluster: dict, tmp_path: Path) -> None:
+    """36 tasks as one array; one cancelled -> shown as lost -> resubmitting reruns only it;
+    status stays right while slurmdbd is down; collect gives 36 rows."""
+    t0 = time.monotonic()
+    study = make_study(tmp_path / "smoke", TINY)
+    dry = ok(hpc("submit", "--study", study, "--partition", "a40", "--dry-run"))
+    assert "#SBATCH --array=0-35%36" in dry and "#SBATCH --gres=gpu:a40:1" in dry
+    tasks = submit(study)
+    assert len(tasks) == 36 and len({t["job_id"].split("_")[0] for t in tasks}) == 1
+    victim = tasks[-1]  # index 35: still pending while the first four run
+    assert _sh("scancel", victim["job_id"]).returncode == 0
+    ids = [t["job_id"] for t in tasks]
+    wait_states(ids, lambda s: sum(v.state == "COMPLETED" for v in s.values()) >= 4, timeout=180,
+                what="first tasks to complete")
+
+    assert _sh("bash", str(SLURM_DIR / "stop.sh"), "slurmdbd").returncode == 0
+    try:
+        rows = status(study)
+        assert rows[victim["exp_id"]]["state"] == "lost"
+        # a task cancelled while pending inside the array's range gets no record of its own: neither
+        # squeue nor sacct lists it afterwards, so it shows as FINISHED (left the queue), i.e. lost
+        assert rows[victim["exp_id"]]["slurm_state"] in ("CANCELLED", "FINISHED")
+        live = [r for r in rows.values() if r["state"] in ("running", "queued")]
+        assert live and all(r["state_source"] == "squeue" for r in live)
+        assert {r["state"] for r in rows.values()} <= {"completed", "running", "queued", "lost"}
+        assert sum(r["state"] == "completed" for r in rows.values()) >= 4
+    finally:
+        assert _sh("bash", str(SLURM_DIR / "start.sh")).returncode == 0
+
+    wait_left_queue(ids, timeout=600)
+    rows = status(study)
+    assert sum(r["state"] == "completed" for r in rows.values()) == 35
+    assert rows[victim["exp_id"]]["state"] == "lost"
+    t_array = time.monotonic() - t0
+
+    again = submit(study)
+    assert [t["exp_id"] for t in again] == [victim["exp_id"]]
+    wait_left_queue([again[0]["job_id"]], timeout=120)
+    assert status(study)[victim["exp_id"]]["state"] == "completed"
+    report = ok(hpc("collect", "--study", study))
+    assert "36 completed of 36" in report
+    import pandas as pd
+
+    assert len(pd.read_parquet(study / "results" / "results.parquet")) == 36
+    print(f"smoke array of 36: {t_array:.1f} s; with resubmit and collect: {time.monotonic() - t0:.1f} s")
+
+
+@pytest.mark.slow
+def test_preempted_and_requeued_training_resumes_exactly(slurm_cluster: dict, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preemption (USR2 -> checkpoint -> requeue) and then `scontrol requeue` (SIGTERM, SIGKILL) of a
+    training task: each rerun resumes at its checkpointed epoch and the history equals an uninterrupted run."""
+    t0 = time.monotonic()
+    monkeypatch.setenv("HPC_UNET_THREADS", "1")  # same numerics for the Slurm task and the reference
+    study = make_study(tmp_path / "interrupted", ONE_LONG)
+    reference = make_study(tmp_path / "reference", ONE_LONG)
+    (exp_id,) = status(study)
+    ref = subprocess.Popen([sys.executable, "-m", "hpc_unet.cli", "train", "--study", str(reference),
+                            "--experiment", exp_id], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        (task,) = submit(study)
+        job_id = task["job_id"]
+        seen: list[tuple[int, Any, Any]] = []
+
+        def progress_at(pred: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                p = read_progress(study, exp_id)
+                if p:
+                    seen.append((p.get("restarts", 0), p.get("state"), p.get("epoch")))
+                    if pred(p):
+                        return p
+                time.sleep(0.1)
+            raise AssertionError(f"timed out waiting for {what}; progress seen: {seen[-20:]}")
+
+        first = progress_at(lambda p: p.get("restarts", 0) == 0 and (p.get("epoch") or 0) >= 1, 120,
+                            "epoch 1 checkpointed")
+        urgent = _sh("sbatch", "--parsable", "-p", "urgent", "--gres=gpu:a40:4", "-c", "1", "--mem=100M",
+                     "-o", str(tmp_path / "urgent.out"), "--wrap", "sleep 1")
+        assert urgent.returncode == 0, urgent.stderr
+
+        def advanced_after_resume(p: dict[str, Any]) -> bool:
+            resumed = [e for r, st, e in seen if r == 1 and st == "running" and e is not None]
+            return p.get("restarts", 0) == 1 and bool(resumed) and (p.get("epoch") or 0) > min(resumed)
+
+        second = progress_at(advanced_after_resume, 120, "second run to finish an epoch")
+        assert _sh("scontrol", "requeue", job_id).returncode == 0
+        progress_at(lambda p: p.get("restarts", 0) == 2 and p.get("state") == "running", 120, "third run")
+        wait_left_queue([job_id], timeout=180)
+        assert ref.wait(timeout=300) == 0, ref.stdout.read() if ref.stdout else ""
+    finally:
+        if ref.poll() is None:
+            ref.kill()
+    rows = status(study)
+    assert rows[exp_id]["state"] == "completed" and rows[exp_id]["restarts"] == 2
+    # every rerun started from its newest checkpoint, never from epoch 0
+    for restarts, floor in ((1, first["epoch"]), (2, second["epoch"])):
+        epochs = [e for r, s, e in seen if r == restarts and s == "running" and e is not None]
+        assert epochs and min(epochs) >= floor, (restarts, floor, seen)
+    import pandas as pd
+
+    summary = pd.read_parquet(next((study / "shards").glob(f"{exp_id}.*.completed.summary.parquet"))).iloc[0]
+    assert summary["resumed_from_epoch"] >= second["epoch"] and summary["restarts"] == 2
+    log = log_text(study / "jobs" / "slurm", job_id)
+    assert "this job is preempted" in log
+    pd.testing.assert_frame_equal(shard_history(study, exp_id), shard_history(reference, exp_id), check_exact=True)
+    print(f"preempt + requeue of a training task, resumed at epochs {first['epoch']} and {second['epoch']}: "
+          f"{time.monotonic() - t0:.1f} s")

@@ -20,25 +20,45 @@ if [[ ${#targets[@]} -eq 0 ]]; then
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do targets+=("${DAEMONS[$i]}"); done
 fi
 
-stopped=()
 for name in "${targets[@]}"; do
     case " ${DAEMONS[*]} " in
         *" $name "*) ;;
         *) die "unknown daemon '$name'; choose from ${DAEMONS[*]}" ;;
     esac
-    pid=$(daemon_pid "$name") || { rm -f "$(pidfile "$name")"; continue; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 75); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        echo "slurm: $name (pid $pid) ignored SIGTERM for 15 s; killed" >&2
-    fi
-    rm -f "$(pidfile "$name")"
-    stopped+=("$name")
 done
+
+# Stop in phases (compute daemons, then accounting, then database and munge); the daemons of one
+# phase stop in parallel. Each gets SIGTERM, and SIGKILL after 15 s.
+stopped=()
+stop_group() {
+    local name pid pids=() names=()
+    for name in "$@"; do
+        [[ " ${targets[*]} " == *" $name "* ]] || continue
+        if pid=$(daemon_pid "$name"); then
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+            names+=("$name")
+        fi
+        rm -f "$(pidfile "$name")"
+    done
+    [[ ${#pids[@]} -gt 0 ]] || return 0
+    for _ in $(seq 1 150); do
+        local left=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+        [[ $left -eq 1 ]] || break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+            echo "slurm: pid $pid ignored SIGTERM for 15 s; killed" >&2
+        fi
+    done
+    stopped+=("${names[@]}")
+}
+stop_group slurmd slurmctld
+stop_group slurmdbd
+stop_group mariadbd munged
 if [[ ${#stopped[@]} -eq 0 ]]; then
     echo "slurm: nothing to stop (${targets[*]} not running)"
 else

@@ -21,6 +21,16 @@ from hpc_unet.errors import UserError
 SCHEMA_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; study files must be readable by colleagues as an ordinary write would be.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 _FAULT_HITS: dict[str, int] = {}
 
 
@@ -71,6 +81,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         writer(tmp)
+        os.chmod(tmp, _FILE_MODE)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

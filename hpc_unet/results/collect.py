@@ -79,7 +79,7 @@ def choose(rows: pd.DataFrame) -> pd.DataFrame:
     ranked = rows.assign(_done=(rows["status"] == "completed").astype(int))
     ranked = ranked.sort_values(["exp_id", "_done", "attempt", "finished_at", "attempt_id"])
     attempts = rows.groupby("exp_id")["attempt"].nunique().rename("attempts")
-    chosen = ranked.groupby("exp_id").tail(1).drop(columns=["_done"]).set_index("exp_id")
+    chosen = ranked.groupby("exp_id").tail(1).drop(columns=["_done", "attempts"], errors="ignore").set_index("exp_id")
     return chosen.join(attempts).reset_index()
 
 
@@ -116,13 +116,3 @@ def collect(study: Study) -> CollectReport:
     atomic_write(study.results_dir / "history.parquet", lambda tmp: history.to_parquet(tmp, index=False))
     atomic_write_json(study.results_dir / "collect.json", report.as_dict())
     return report
-
-
-def load_results(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The collected tables (for analyze); a clear error when collect has not run."""
-    from hpc_unet.errors import UserError
-
-    path = study.results_dir / "results.parquet"
-    if not path.exists():
-        raise UserError(f"{study.root} has no results yet; run `hpc-unet collect --study {study.root}` first")
-    return pd.read_parquet(path), pd.read_parquet(study.results_dir / "history.parquet")

@@ -115,20 +115,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from hpc_unet.data.prepare import config_from_row, prepare
-    from hpc_unet.manifest import read_manifest, row_dict
+    from hpc_unet.data.prepare import prepare_study
     from hpc_unet.study import Study
 
-    study = Study.at(args.study)
-    frame = read_manifest(study)
-    seen: set[str] = set()
-    for row in frame.to_dict("records"):
-        cfg = config_from_row(row_dict(row))
-        text = json.dumps(cfg, sort_keys=True)
-        if text in seen:
-            continue
-        seen.add(text)
-        prep = prepare(cfg, study.cache_dir, study.data_dir)
+    for prep in prepare_study(Study.at(args.study)):
         pv = prep.provenance
         state = "cached already" if prep.from_cache else "built"
         print(f"{state}: {prep.entry} (train {pv['patches_train']}, val {pv['patches_val']}, test "

@@ -28,9 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from hpc_unet.commands.submit import run_local_with_progress
-    from hpc_unet.data import prepare_for_row
+    from hpc_unet.data.prepare import prepare_study
     from hpc_unet.dispatch.submit import plan
-    from hpc_unet.manifest import create_study, row_dict
+    from hpc_unet.manifest import create_study
     from hpc_unet.results.collect import collect
     from hpc_unet.spec import load_spec
     from hpc_unet.study import Study, atomic_write_json
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     study = Study.at(args.study)
     frame = create_study(study, spec)
     console.print(f"[bold]hpc-unet demo[/]: {len(frame)} experiments of '{spec.name}' in {study.root}")
-    data = prepare_for_row(row_dict(frame.iloc[0]), study)
+    data = prepare_study(study)[0]
     console.print(f"data: {len(data.train_x)} train / {len(data.val_x)} val patches of "
                   f"{data.train_x.shape[1]}x{data.train_x.shape[2]} from {data.provenance.get('images')}")
     mark("data")

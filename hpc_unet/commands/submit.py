@@ -44,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
     planned = plan(study, retry_failed=args.retry_failed, only=args.only,
                    active=set() if args.dry_run else active_experiments(study))
     console = Console()
+    if planned and not args.dry_run:
+        from hpc_unet.data.prepare import prepare_study
+
+        for prep in prepare_study(study):  # once here, so the array tasks only load the cache
+            console.print(f"data: {'cache ready' if prep.from_cache else 'cache built'} at {prep.entry}", highlight=False)
     if not planned:
         console.print("nothing to submit: every experiment has a result or a live job "
                       "(--retry-failed reruns failed ones)")

@@ -282,3 +282,21 @@ def config_from_row(row: dict[str, Any]) -> dict[str, Any]:
 def prepare_for_row(row: dict[str, Any], study: Any) -> Prepared:
     """``prepare`` for one manifest row of ``study`` (a ``hpc_unet.study.Study``)."""
     return prepare(config_from_row(row), study.cache_dir, study.data_dir)
+
+
+def prepare_study(study: Any) -> list[Prepared]:
+    """Build (or find) the cache of every distinct data setting in the study's manifest, once, so the
+    array tasks only load it. Runs on the login node before submitting (NumPy only)."""
+    import json
+
+    from hpc_unet.manifest import read_manifest, row_dict
+
+    seen: set[str] = set()
+    out = []
+    for row in read_manifest(study).to_dict("records"):
+        cfg = config_from_row(row_dict(row))
+        text = json.dumps(cfg, sort_keys=True, default=str)
+        if text not in seen:
+            seen.add(text)
+            out.append(prepare(cfg, study.cache_dir, study.data_dir))
+    return out

@@ -174,14 +174,10 @@ def test_status_falls_back_to_squeue_without_slurmdbd(slurm_cluster: dict, tmp_p
         start = _sh("bash", str(SLURM_DIR / "start.sh"))
         assert start.returncode == 0, start.stderr
     # sacct answers at once but shows RUNNING until slurmctld resends the records it queued while
-    # slurmdbd was down; query_states asks squeue about live-looking jobs, so it is right all along
+    # slurmdbd was down (~13 s here); query_states asks squeue about live-looking jobs, so it is right
     states = query_states([running_id])
     assert states[running_id].state in ("CANCELLED", "COMPLETING"), states
     assert _sh("sacct", "-n", "-X", "-j", running_id.split("_")[0]).returncode == 0
-    t1 = time.monotonic()
-    wait_states([running_id], lambda s: s[running_id].source == "sacct", timeout=120,
-                what="sacct to catch up")
-    print(f"sacct caught up {time.monotonic() - t1:.1f} s after slurmdbd restarted")
     print(f"squeue fallback: {time.monotonic() - t0:.1f} s")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,39 +35,72 @@ _FILE_MODE = 0o666 & ~_umask()
 _FAULT_HITS: dict[str, int] = {}
 
 
-def fault_point(name: str) -> None:
+def fault_point(name: str) -> str | None:
     """Fault injection for the reliability tests (off unless HPC_UNET_FAULT names this point).
 
     ``HPC_UNET_FAULT=point[@n][:action[:count]]``: at the n-th time this process reaches ``point``
-    (default: every time), ``kill`` (SIGKILL, the default), ``raise`` (RuntimeError) or ``oom``
-    (MemoryError, handled like TensorFlow's ResourceExhaustedError). ``count`` caps how often it fires
-    across processes, tracked in the file named by HPC_UNET_FAULT_STATE. Points: epoch-end,
-    checkpoint-write, shard-between (history written, summary not), after-shard, mid-epoch.
+    (default: every time) do ``action``:
+
+    - ``kill`` (the default): SIGKILL this process, like a node failure or the kernel's OOM killer;
+    - ``raise``: RuntimeError;
+    - ``oom``: TensorFlow's ResourceExhaustedError when TensorFlow is loaded (what a GPU out-of-memory
+      raises), else MemoryError; both are recorded as ``oom``;
+    - ``nan``: return ``"nan"`` and let the caller corrupt its numbers (``mid-epoch`` poisons the weights,
+      so the loss really becomes NaN and the run is recorded as ``diverged``).
+
+    ``count`` caps how often it fires across processes, counted in the file named by
+    HPC_UNET_FAULT_STATE (under an fcntl lock, so parallel tasks count correctly).
+    Points: ``mid-epoch`` (after a training batch), ``epoch-end`` (after the epoch's checkpoint),
+    ``checkpoint-write`` (inside a checkpoint bundle write), ``shard-between`` (history shard written,
+    summary not), ``after-shard`` (summary written, checkpoint not yet removed, process not exited),
+    ``data.cache_before_index`` (data cache arrays written, index not).
     """
     spec = os.environ.get("HPC_UNET_FAULT")
     if not spec:
-        return
+        return None
     parts = spec.split(":")
     point, _, nth = parts[0].partition("@")
     if point != name:
-        return
+        return None
     _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
     if nth and _FAULT_HITS[name] != int(nth):
-        return
+        return None
     action = parts[1] if len(parts) > 1 and parts[1] else "kill"
-    if len(parts) > 2:
-        state = Path(os.environ.get("HPC_UNET_FAULT_STATE", "/tmp/hpc-unet-fault-state"))
-        fired = int(state.read_text()) if state.exists() else 0
-        if fired >= int(parts[2]):
-            return
-        state.write_text(str(fired + 1))
+    if len(parts) > 2 and not _fault_budget(int(parts[2])):
+        return None
     if action == "kill":
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "oom":
-        raise MemoryError(f"injected out-of-memory at {name}")
+        message = f"injected out-of-memory at {name}"
+        if "tensorflow" in sys.modules:
+            import tensorflow as tf
+
+            raise tf.errors.ResourceExhaustedError(None, None, message)
+        raise MemoryError(message)
+    if action == "nan":
+        return "nan"
     raise RuntimeError(f"injected fault at {name}")
+
+
+def _fault_budget(count: int) -> bool:
+    """Take one firing from the cross-process budget of ``count``; False when it is used up."""
+    import fcntl
+
+    state = Path(os.environ.get("HPC_UNET_FAULT_STATE", "/tmp/hpc-unet-fault-state"))
+    with open(state, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fh.seek(0)
+        text = fh.read().strip()
+        fired = int(text) if text else 0
+        if fired >= count:
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(fired + 1))
+        fh.flush()
+        return True
 
 
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:

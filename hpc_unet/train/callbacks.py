@@ -87,9 +87,14 @@ class EpochRecorder(keras.callbacks.Callback):
         self._t0 = 0.0
         self._lr = 0.0
         if os.environ.get("HPC_UNET_FAULT", "").startswith("mid-epoch"):
-            from hpc_unet.study import fault_point
+            self.on_train_batch_end = self._mid_epoch_fault
 
-            self.on_train_batch_end = lambda batch, logs=None: fault_point("mid-epoch")
+    def _mid_epoch_fault(self, batch: int, logs: dict | None = None) -> None:
+        from hpc_unet.study import fault_point
+
+        if fault_point("mid-epoch") == "nan":  # poison the weights: every later loss is really NaN
+            for weight in self.model.trainable_weights:
+                weight.assign(weight * math.nan)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._t0 = time.perf_counter()

@@ -47,21 +47,32 @@ def _attempt_info(study: Study, exp_id: str, attempt: int) -> AttemptInfo:
 
 
 def _oom_skip_reason(study: Study, row: dict[str, Any]) -> str:
-    """Under on_oom = skip-larger-batches: the smaller batch of the same configuration that ran out of memory."""
+    """Under on_oom = skip-larger-batches: the smaller batch of the same configuration that ran out of memory.
+
+    The same configuration: every manifest setting equal except the batch size and the seed (the
+    learning rate is compared too, as the policy is stated per architecture and learning rate).
+    """
     meta = read_json(study.meta_file) if study.meta_file.exists() else {}
     if meta.get("policy", {}).get("on_oom") != "skip-larger-batches":
         return ""
     statuses = completed_experiments(study)
     if not any(s == "oom" for s in statuses.values()):
         return ""
-    from hpc_unet.manifest import read_manifest
+    from hpc_unet.manifest import COLUMNS, read_manifest
 
     frame = read_manifest(study)
-    same = frame[(frame["architecture"] == row["architecture"]) & (frame["learning_rate"] == row["learning_rate"])
-                 & (frame["batch_size"] < row["batch_size"])]
-    for exp in same["exp_id"]:
+    same = frame["batch_size"] < row["batch_size"]
+    for column in COLUMNS:
+        if column not in ("index", "exp_id", "replicate", "seed", "batch_size") and column in row:
+            value = row[column]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                same &= frame[column].isna()
+            else:
+                same &= frame[column] == value
+    for exp, batch in zip(frame.loc[same, "exp_id"], frame.loc[same, "batch_size"], strict=True):
         if statuses.get(exp) == "oom":
-            return f"skipped: {exp} (a smaller batch of the same configuration) ran out of memory"
+            return (f"skipped: {exp} (batch size {batch}, otherwise the same configuration) ran out of memory, "
+                    f"so batch size {row['batch_size']} would too")
     return ""
 
 
@@ -106,6 +117,18 @@ def _peak_gpu_bytes() -> int:
     try:
         return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
     except (ValueError, RuntimeError):
+        return 0
+
+
+def _peak_gpu_bytes_if_loaded() -> int:
+    """The GPU peak for a failure shard: 0 when the task failed before TensorFlow was imported."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return 0
+    try:
+        return _peak_gpu_bytes()
+    except Exception:  # the runtime may be in a bad state after the failure; the figure is optional
         return 0
 
 
@@ -164,7 +187,8 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
                    "error_type": type(exc).__name__, "error_message": str(exc)[:2000],
                    "error_traceback": "".join(traceback.format_exception(exc)[-6:])[-4000:],
                    "diverged_epoch": getattr(exc, "epoch", 0) if status == "diverged" else 0,
-                   "max_rss_bytes": runinfo.max_rss_bytes(), "finished_at": now_iso()}
+                   "max_rss_bytes": runinfo.max_rss_bytes(), "peak_gpu_bytes": _peak_gpu_bytes_if_loaded(),
+                   "finished_at": now_iso()}
         write_shard(study, summary, history)
         progress.update(state=status, error=f"{type(exc).__name__}: {str(exc)[:300]}")
         raise

@@ -86,12 +86,31 @@ def history_file_for(summary_path: Path) -> Path:
     return summary_path.with_name(parsed[2] + HISTORY_SUFFIX)
 
 
+def is_whole_parquet(path: Path) -> bool:
+    """Cheap completeness check (two small reads): Parquet magic at both ends and a footer that fits.
+
+    Catches a truncated, empty or garbage file under a valid shard name (copied in part, damaged), so
+    status and submit never count it as a result; collect then reports it as unreadable.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            size = fh.seek(0, 2)
+            if size < 12 or head != b"PAR1":
+                return False
+            fh.seek(size - 8)
+            tail = fh.read(8)
+    except OSError:
+        return False
+    return tail[4:] == b"PAR1" and int.from_bytes(tail[:4], "little") <= size - 12
+
+
 def shard_index(study: Study) -> dict[str, list[tuple[int, str, str]]]:
-    """exp_id -> [(attempt, attempt_id, status)] from file names alone (no reads: fast at any scale)."""
+    """exp_id -> [(attempt, attempt_id, status)] from file names plus a footer check (no Parquet decoding)."""
     out: dict[str, list[tuple[int, str, str]]] = {}
     for path in summary_files(study):
         parsed = parse_summary_name(path.name)
-        if parsed is not None:
+        if parsed is not None and is_whole_parquet(path):
             exp_id, attempt, attempt_id, status = parsed
             out.setdefault(exp_id, []).append((attempt, attempt_id, status))
     return out

@@ -240,6 +240,7 @@ def prepare(cfg: dict[str, Any], cache_dir: Path, synth_dir: Path) -> Prepared:
     """
     cfg = normalize_config(cfg)
     cache_dir = Path(cache_dir)
+    new_dir = not cache_dir.exists()
     lock_path = cache_dir / cache.LOCK_NAME
     srcs = _sources(cfg, Path(synth_dir), lock_path)
     settings = _settings(cfg, srcs)
@@ -259,19 +260,43 @@ def prepare(cfg: dict[str, Any], cache_dir: Path, synth_dir: Path) -> Prepared:
     hit = cache.read_entry(cache_dir, key)
     built = False
     if hit is None:
-        with cache.file_lock(lock_path):
-            hit = cache.read_entry(cache_dir, key)
-            if hit is None:
-                arrays, prov = build(cfg, srcs, expected)
-                prov.update({"cache_key": key, "cache_format": cache.CACHE_FORMAT})
-                cache.write_entry(cache_dir, key, arrays, prov)
-                del arrays
-                built = True
-                hit = cache.read_entry(cache_dir, key)
-                if hit is None:
-                    raise RuntimeError(f"data cache entry {cache.entry_dir(cache_dir, key)} unreadable right after writing")
+        try:
+            hit, built = _build_locked(cfg, srcs, expected, cache_dir, key, lock_path)
+        except UserError:
+            if new_dir:
+                _remove_empty_cache(cache_dir)  # bad data: leave the study as it was
+            raise
     cache.remember(cache_dir, stat_key, key)
     return _result(*hit, key, srcs, cache_dir, from_cache=not built)
+
+
+def _remove_empty_cache(cache_dir: Path) -> None:
+    """Remove a cache directory this call created if nothing but its lock file is in it.
+
+    Safe while others wait on the lock: correctness never depends on the lock (entries are atomic)."""
+    try:
+        if {p.name for p in cache_dir.iterdir()} <= {cache.LOCK_NAME}:
+            (cache_dir / cache.LOCK_NAME).unlink(missing_ok=True)
+            cache_dir.rmdir()
+    except OSError:
+        pass
+
+
+def _build_locked(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str], cache_dir: Path, key: str,
+                  lock_path: Path) -> tuple[tuple[dict[str, np.ndarray | None], dict[str, Any]], bool]:
+    built = False
+    with cache.file_lock(lock_path):
+        hit = cache.read_entry(cache_dir, key)
+        if hit is None:
+            arrays, prov = build(cfg, srcs, expected)
+            prov.update({"cache_key": key, "cache_format": cache.CACHE_FORMAT})
+            cache.write_entry(cache_dir, key, arrays, prov)
+            del arrays
+            built = True
+            hit = cache.read_entry(cache_dir, key)
+            if hit is None:
+                raise RuntimeError(f"data cache entry {cache.entry_dir(cache_dir, key)} unreadable right after writing")
+    return hit, built
 
 
 def config_from_row(row: dict[str, Any]) -> dict[str, Any]:

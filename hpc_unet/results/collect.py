@@ -30,6 +30,7 @@ class CollectReport:
     failed: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     duplicates: dict[str, list[str]] = field(default_factory=dict)
+    chosen: dict[str, str] = field(default_factory=dict)  # for each duplicate: the attempt_id that counts
     unreadable: list[str] = field(default_factory=list)
     shards_read: int = 0
 
@@ -59,7 +60,7 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport) -> p
     report.shards_read = len(new)
     fresh = []
     for path, frame in zip(new, frames, strict=True):
-        if frame is None or frame.empty:
+        if not _valid_summary(path, frame):
             report.unreadable.append(path.name)
             continue
         frame["_file"] = path.name
@@ -72,6 +73,19 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport) -> p
     if fresh and len(allrows):
         atomic_write(cache_file, lambda tmp: allrows.to_parquet(tmp, index=False))
     return allrows
+
+
+def _valid_summary(path: Path, frame: pd.DataFrame | None) -> bool:
+    """One row whose exp_id, attempt_id and status agree with the file name (else damaged or foreign)."""
+    parsed = parse_summary_name(path.name)
+    if frame is None or len(frame) != 1 or parsed is None:
+        return False
+    if not {"exp_id", "attempt_id", "attempt", "status"} <= set(frame.columns):
+        return False
+    row = frame.iloc[0]
+    exp_id, attempt, attempt_id, status = parsed
+    return (row["exp_id"], row["attempt_id"], row["status"]) == (exp_id, attempt_id, status) \
+        and row["attempt"] == attempt
 
 
 def choose(rows: pd.DataFrame) -> pd.DataFrame:
@@ -98,11 +112,15 @@ def collect(study: Study) -> CollectReport:
             if group["attempt_id"].nunique() > 1:
                 report.duplicates[exp_id] = sorted(group["attempt_id"])
         results = choose(rows)
+        report.chosen = {e: a for e, a in zip(results["exp_id"], results["attempt_id"], strict=True)
+                         if e in report.duplicates}
         results = results.sort_values("exp_id", key=lambda s: s.map(order)).reset_index(drop=True)
         file_of = dict(zip(rows["attempt_id"], rows["_file"], strict=False))
         hist_paths = [history_file_for(study.shards_dir / file_of[a]) for a in results["attempt_id"]]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            hist_frames = [h for h in pool.map(_read_one, hist_paths) if h is not None and len(h)]
+            hist_read = list(pool.map(_read_one, hist_paths))
+        report.unreadable += [p.name for p, h in zip(hist_paths, hist_read, strict=True) if h is None]
+        hist_frames = [h for h in hist_read if h is not None and len(h)]
         history = pd.concat(hist_frames, ignore_index=True) if hist_frames else pd.DataFrame(columns=list(HISTORY_COLUMNS))
         results = results.drop(columns=["_file"])
     else:

@@ -65,7 +65,7 @@ def active_experiments(study: Study) -> set[str]:
     """Experiments whose latest job is still queued or running (Slurm), or alive locally."""
     from hpc_unet.status.state import experiment_states
 
-    return {s["exp_id"] for s in experiment_states(study, frame=read_manifest(study)) if s["state"] in ("running", "pending")}
+    return {s["exp_id"] for s in experiment_states(study, frame=read_manifest(study)) if s["state"] in ("running", "queued")}
 
 
 def run_local(study: Study, planned: list[Planned], executor: str = "local", max_parallel: int = 1,

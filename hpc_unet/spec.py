@@ -107,8 +107,10 @@ TABLES = ("study", "data", "train", "grid", "slurm", "policy")
 
 
 def did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """A suggestion for a misspelt choice; case-insensitive, so 'unet' finds 'UNet'."""
+    by_lower = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
 
 
 def _unknown(where: str, key: str, allowed: Any) -> UserError:

@@ -7,9 +7,12 @@ one line that names the ``[data]`` key, the file and the fix; nothing is cached 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +181,19 @@ def _normalize_tiff(arr: np.ndarray, axes: str) -> np.ndarray:
     return arr.reshape((-1, *arr.shape[-3:]))
 
 
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """tifffile logs its complaints about a damaged file (to stderr when nothing configures logging);
+    the UserError raised for it says the same in one line, so keep the log quiet meanwhile."""
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _decode(data: bytes, path: Path, key: str, is_mask: bool) -> np.ndarray:
     """Bytes of one .tif/.tiff/.png -> (n, H, W, C) array in the file's own dtype."""
     fix = "re-export it (e.g. with Fiji: File > Save As > Tiff) or remove it"
@@ -185,7 +201,7 @@ def _decode(data: bytes, path: Path, key: str, is_mask: bool) -> np.ndarray:
         import tifffile
 
         try:
-            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            with _quiet_tifffile(), tifffile.TiffFile(io.BytesIO(data)) as tif:
                 if not tif.series:
                     raise ValueError("no image data")
                 series = tif.series[0]

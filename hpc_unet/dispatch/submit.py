@@ -88,27 +88,34 @@ def run_local(study: Study, planned: list[Planned], executor: str = "local", max
     capacity = 1 if executor == "debug" else max(1, max_parallel)
     queue = list(planned)
     running: list[tuple[Any, Planned]] = []
-    while queue or running:
-        while queue and len(running) < capacity:
-            item = queue.pop(0)
-            job = ex.submit(TrainTask(str(study.root), item.exp_id, item.attempt, item.fresh))
-            record.tasks.append({"exp_id": item.exp_id, "attempt": item.attempt, "job_id": str(job.job_id),
-                                 "array_index": len(record.tasks)})
-            record.save(study)
-            running.append((job, item))
-        for job, item in list(running):
-            if executor == "debug":
-                try:
-                    job.result()
-                except Exception:
-                    pass  # the failure is in the experiment's shard
-                running.remove((job, item))
-            elif job.done():
-                running.remove((job, item))
-        if on_update is not None:
-            on_update()
-        if running and executor != "debug":
-            time.sleep(0.5)
+    try:
+        while queue or running:
+            while queue and len(running) < capacity:
+                item = queue.pop(0)
+                job = ex.submit(TrainTask(str(study.root), item.exp_id, item.attempt, item.fresh))
+                record.tasks.append({"exp_id": item.exp_id, "attempt": item.attempt, "job_id": str(job.job_id),
+                                     "array_index": len(record.tasks)})
+                record.save(study)
+                running.append((job, item))
+            for job, item in list(running):
+                if executor == "debug":
+                    try:
+                        job.result()
+                    except Exception:
+                        pass  # the failure is in the experiment's shard
+                    running.remove((job, item))
+                elif job.done():
+                    running.remove((job, item))
+            if on_update is not None:
+                on_update()
+            if running and executor != "debug":
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        # leave no orphan trainers behind; their checkpoints stay, so `submit` again resumes them
+        for job, _ in running:
+            if executor != "debug":
+                job.cancel(check=False)
+        raise
     return record
 
 

@@ -4,7 +4,7 @@ Importing this package only defines builders (no model is built, nothing is prin
 Keras, so login-node code should take names from ``hpc_unet.spec.ARCHITECTURES`` instead.
 """
 
-from hpc_unet.models.registry import BUILDERS, build_model
+from hpc_unet.models.registry import VARIANTS, build_model
 from hpc_unet.spec import ARCHITECTURES
 
-__all__ = ["ARCHITECTURES", "BUILDERS", "build_model"]
+__all__ = ["ARCHITECTURES", "VARIANTS", "build_model"]

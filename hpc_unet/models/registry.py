@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import keras
 
 from hpc_unet.errors import UserError
-from hpc_unet.models.attention_resunet import build_attention_resunet
-from hpc_unet.models.attention_unet import build_attention_unet
-from hpc_unet.models.unet import build_unet
+from hpc_unet.models.unet import encoder_decoder
 from hpc_unet.spec import ARCHITECTURES, did_you_mean
 
-BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "UNet": build_unet,
-    "Attention_UNet": build_attention_unet,
-    "Attention_ResUNet": build_attention_resunet,
+# name -> (residual blocks, attention-gated skips). UNet: Ronneberger et al. 2015 with the reference's BN
+# and sigmoid head; Attention_UNet: every skip attention-gated (Oktay et al. 2018); Attention_ResUNet:
+# residual blocks plus attention gates.
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "UNet": (False, False),
+    "Attention_UNet": (False, True),
+    "Attention_ResUNet": (True, True),
 }
-assert tuple(BUILDERS) == ARCHITECTURES, "registry and hpc_unet.spec.ARCHITECTURES disagree"
 
 
 def _is_int(v: object) -> bool:
@@ -36,7 +34,7 @@ def build_model(
 
     Bad arguments raise UserError here rather than an opaque shape error deep inside Keras.
     """
-    if architecture not in BUILDERS:
+    if architecture not in VARIANTS:
         raise UserError(
             f"unknown architecture '{architecture}'{did_you_mean(architecture, ARCHITECTURES)}; "
             f"choose one of {', '.join(ARCHITECTURES)}"
@@ -56,7 +54,6 @@ def build_model(
             f"input height and width {shape[:2]} must be divisible by 2**depth = {step} "
             f"(depth {depth} halves them {depth} times); change the patch size or depth"
         )
-    return BUILDERS[architecture](
-        input_shape=shape, base_filters=base_filters, depth=depth, dropout=float(dropout),
-        batch_norm=bool(batch_norm),
-    )
+    residual, attention = VARIANTS[architecture]
+    return encoder_decoder(shape, base_filters, depth, float(dropout), bool(batch_norm),
+                           residual=residual, attention=attention, name=architecture)

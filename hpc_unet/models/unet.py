@@ -46,15 +46,3 @@ def encoder_decoder(
         x = block(x, filters, dropout, batch_norm, name=f"dec{level}")
     return keras.Model(inputs, output_head(x, batch_norm), name=name)
 
-
-def build_unet(
-    input_shape: tuple[int, int, int] = (256, 256, 1),
-    base_filters: int = 64,
-    depth: int = 4,
-    dropout: float = 0.0,
-    batch_norm: bool = True,
-) -> keras.Model:
-    """U-Net (Ronneberger et al. 2015) with the reference's BN and sigmoid head; ~31.4 M params at base 64."""
-    return encoder_decoder(
-        input_shape, base_filters, depth, dropout, batch_norm, residual=False, attention=False, name="UNet"
-    )

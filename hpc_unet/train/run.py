@@ -172,7 +172,8 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
     state: dict[str, Any] = {}
     skip = _oom_skip_reason(study, row)
     if skip:
-        summary = {**base, "status": "skipped", "error_type": "Skipped", "error_message": skip,
+        summary = {**base, **summarize_history([], int(row["epochs"])), "status": "skipped", "error_type": "Skipped",
+                   "error_message": skip, "max_rss_bytes": runinfo.max_rss_bytes(), "peak_gpu_bytes": 0,
                    "finished_at": now_iso()}
         write_shard(study, summary, [])
         progress.update(state="skipped")

@@ -306,3 +306,21 @@ def test_unwritable_results_target_leaves_the_study_intact(study, capsys):
         collect(study)
     assert {p.name: p.read_bytes() for p in study.shards_dir.iterdir()} == shards
     assert study.results_dir.read_text() == "not a directory"
+
+
+def test_damaged_progress_and_records_do_not_break_status(study, capsys):
+    from hpc_unet.dispatch.records import SubmissionRecord
+
+    e0, e1, *_ = ids(study)
+    record = SubmissionRecord(executor="local", tasks=[{"exp_id": e0, "attempt": 1, "job_id": "999999999"}])
+    path = record.save(study)
+    path.with_name("zz-truncated.json").write_text(path.read_text()[:40])  # half a record
+    for exp in (e0, e1):
+        study.progress_file(exp).parent.mkdir(parents=True)
+    study.progress_file(e0).write_text('{"exp_id": "')  # half a progress file
+    study.progress_file(e1).write_bytes(os.urandom(64))
+    capsys.readouterr()
+    assert cli("status", "--study", study.root, "--json") == 0
+    rows = {r["exp_id"]: r for r in json.loads(capsys.readouterr().out)["experiments"]}
+    assert rows[e0]["state"] == "lost" and rows[e1]["state"] == "pending"  # its job is gone, no result
+    assert [p.exp_id for p in plan(study)][:2] == [e0, e1]

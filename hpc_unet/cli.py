@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"hpc-unet {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # full disk, permissions, vanished files: previous files are intact (atomic writes)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"hpc-unet {args.verb}: error: {exc.strerror or exc}{where}; free space or fix permissions "
+              "and rerun (files written before are intact)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"hpc-unet {args.verb}: interrupted", file=sys.stderr)
         return 130

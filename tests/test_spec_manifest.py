@@ -101,7 +101,7 @@ def test_manifest_command_idempotent_and_guarded(tmp_path, smoke_spec, capsys):
     first = pd.read_parquet(study / "manifest.parquet")
     assert cli("manifest", "--grid", smoke_spec, "--study", study, "--quiet") == 0
     pd.testing.assert_frame_equal(first, pd.read_parquet(study / "manifest.parquet"))
-    smoke_spec.write_text(smoke_spec.read_text().replace("epochs = 3", "epochs = 4"))
+    smoke_spec.write_text(smoke_spec.read_text().replace("epochs = 12", "epochs = 4"))
     capsys.readouterr()
     assert cli("manifest", "--grid", smoke_spec, "--study", study, "--quiet") == 2
     assert "different spec" in capsys.readouterr().err

@@ -19,8 +19,11 @@ def run(args: argparse.Namespace) -> int:
     from hpc_unet.results.collect import collect
     from hpc_unet.study import Study
 
+    from hpc_unet.dispatch.submit import prune_checkpoints
+
     study = Study.at(args.study).require()
     report = collect(study)
+    freed = prune_checkpoints(study)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
@@ -33,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"missing ({len(report.missing)}): {shown}")
     if report.duplicates:
         print(f"experiments with several attempts ({len(report.duplicates)}): the latest completed one counts")
+    if freed:
+        print(f"removed leftover checkpoints of completed experiments ({freed / 2**20:.1f} MiB)")
     if report.unreadable:
         print(f"unreadable shards skipped: {', '.join(report.unreadable)}")
     return 0

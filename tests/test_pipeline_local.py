@@ -8,8 +8,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, cli
+
 from hpc_unet.dispatch.records import load_records
 from hpc_unet.study import Study
 

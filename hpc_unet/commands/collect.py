@@ -16,10 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from hpc_unet.dispatch.submit import prune_checkpoints
     from hpc_unet.results.collect import collect
     from hpc_unet.study import Study
-
-    from hpc_unet.dispatch.submit import prune_checkpoints
 
     study = Study.at(args.study).require()
     report = collect(study)

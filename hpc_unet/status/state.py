@@ -7,6 +7,7 @@ lost (its job ended without writing a result: killed, cancelled, node failure); 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -15,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from hpc_unet.dispatch.records import latest_tasks
-from hpc_unet.results.shards import completed_experiments, shard_index
+from hpc_unet.results.shards import _rank as _status_rank  # the same choice as completed_experiments
+from hpc_unet.results.shards import shard_index
 from hpc_unet.study import Study, read_json
 
 STALE_SECONDS = 15 * 60
@@ -40,6 +42,23 @@ def _read_progress(study: Study, exp_id: str) -> dict[str, Any]:
         return {}
 
 
+def _progress_reader(study: Study) -> Any:
+    """exp_id -> progress dict ({} if absent or unreadable), with string paths: pathlib's joins cost
+    more than the read itself when a status reads thousands of progress files."""
+    runs = str(study.runs_dir)
+    join = os.path.join
+
+    def read(exp_id: str) -> dict[str, Any]:
+        try:
+            with open(join(runs, exp_id, "progress.json"), "rb") as fh:
+                data = json.loads(fh.read())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    return read
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, Any]:
     if not job_ids:
         return {}
@@ -54,8 +73,10 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
     from hpc_unet.manifest import read_manifest
 
     frame = read_manifest(study) if frame is None else frame
-    shard_status = completed_experiments(study)
-    shard_attempts = {exp: max(a for a, _, _ in items) for exp, items in shard_index(study).items()}
+    index = shard_index(study)  # one directory scan for both (completed_experiments would scan again)
+    shard_status = {exp: max(items, key=_status_rank)[2] for exp, items in index.items()}
+    shard_attempts = {exp: max(a for a, _, _ in items) for exp, items in index.items()}
+    read_progress = _progress_reader(study)
     tasks = latest_tasks(study)
     slurm_ids = [t["job_id"] for t in tasks.values() if t.get("executor") == "slurm" and t.get("job_id")]
     scheduler = slurm_states(slurm_ids) if query_slurm else {}
@@ -63,7 +84,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
     rows = []
     for rec in frame[["exp_id", "architecture", "learning_rate", "batch_size", "seed", "epochs"]].to_dict("records"):
         exp_id = rec["exp_id"]
-        prog = _read_progress(study, exp_id)
+        prog = read_progress(exp_id)
         task = tasks.get(exp_id, {})
         sched = scheduler.get(task.get("job_id", "")) if task else None
         status = shard_status.get(exp_id)

@@ -108,6 +108,14 @@ def _write_chunk(root: str, lo: int, hi: int, kinds: tuple[str, ...], seed: int,
     return written
 
 
+def _no_fsync(fd: int) -> None:
+    """Fabricated shards need no durability: pool workers skip fsync (~15 % of the generator's time)."""
+
+
+def _fast_writes() -> None:
+    os.fsync = _no_fsync  # only in the generator's worker processes, never in the process that times
+
+
 def _pool_write(root: Path, n: int, kinds: tuple[str, ...], workers: int, seed: int = 0,
                 finish: bool = False) -> int:
     chunk = max(36, min(1000, n // max(1, workers * 4) or 36))
@@ -117,7 +125,7 @@ def _pool_write(root: Path, n: int, kinds: tuple[str, ...], workers: int, seed: 
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_fast_writes) as pool:
         futures = [pool.submit(_write_chunk, str(root), lo, hi, kinds, seed, finish) for lo, hi in ranges]
         return sum(f.result() for f in futures)
 

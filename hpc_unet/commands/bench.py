@@ -79,9 +79,9 @@ def _add_orchestration(p: argparse.ArgumentParser) -> None:
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--architectures", type=_names, default=["UNet", "Attention_ResUNet"], metavar="A,B")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--architectures", type=_names, default=None, metavar="A,B", help="default: all three")
+    p.add_argument("--lr", type=float, default=5e-3, help="default 5e-3 (all three learn on the smoke data)")
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--replicates", type=int, default=1, help="seeds per variant (default 1)")
     p.add_argument("--tolerance", type=float, default=0.02, help="accepted |best val Jaccard difference|")
@@ -176,8 +176,9 @@ def _run_orchestration(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     from hpc_unet.bench.options import bench_options, print_options
+    from hpc_unet.spec import ARCHITECTURES
 
-    payload = bench_options(architectures=tuple(args.architectures), lr=args.lr, batch=args.batch,
+    payload = bench_options(architectures=tuple(args.architectures or ARCHITECTURES), lr=args.lr, batch=args.batch,
                             epochs=args.epochs, replicates=args.replicates, tolerance=args.tolerance,
                             overrides=args.set, nan_check=not args.no_nan_check, workdir=args.workdir,
                             threads=args.threads, jit=not args.no_jit)

@@ -49,6 +49,10 @@ def device_key(name: str) -> str | None:
     return None
 
 
+def _math(precision: str) -> str:
+    return "BF16" if "bfloat16" in precision else "TF32"
+
+
 def peak_tflops(device: str, precision: str) -> float | None:
     """Dense peak for the math TensorFlow uses: float32 runs convolutions on TF32 tensor cores by default
     on Ampere and Hopper; mixed_bfloat16 on BF16 tensor cores."""
@@ -133,7 +137,10 @@ def grid_projection(costs: list[ArchCost], device: str = "A40", precision: str =
     total = sum(f * p["runs_per_architecture"] for f in per_arch.values())
     peak = peak_tflops(device, precision) or float("nan")
     hours = {f"{u:g}": total / (peak * 1e12 * u) / 3600 for u in utilizations}
-    return {"device": device, "precision": precision, "peak_tflops": peak,
+    minutes = {arch: {f"{u:g}": f / (peak * 1e12 * u) / 60 for u in utilizations} for arch, f in per_arch.items()}
+    return {"device": device, "precision": precision, "peak_tflops": peak, "math": _math(precision),
+            "run_minutes_by_utilization": minutes,
+            "study_estimate_minutes_per_run": list(p["study_estimate_minutes_per_run"]),
             "run_flops": per_arch, "grid_flops": total, "grid_eflop": total / 1e18,
             "gpu_hours_by_utilization": hours,
             "study_estimate_hours": list(p["study_estimate_hours"]),
@@ -206,15 +213,18 @@ def print_flops(payload: dict[str, Any]) -> None:
     )
     proj = payload.get("projection")
     if proj:
-        rows = [[f"{float(u):.0%} of {proj['precision']} peak ({proj['peak_tflops']:g} TFLOPS)", h]
+        archs = list(proj["run_minutes_by_utilization"])
+        rows = [[f"{float(u):.0%} of {proj['math']} peak ({proj['peak_tflops']:g} TFLOPS)", h,
+                 *(proj["run_minutes_by_utilization"][a][u] for a in archs)]
                 for u, h in proj["gpu_hours_by_utilization"].items()]
         lo, hi = proj["study_estimate_hours"]
         ulo, uhi = proj["utilization_implied_by_estimate"]
+        mlo, mhi = proj["study_estimate_minutes_per_run"]
         print_table(
-            f"Full grid on one {proj['device']}: 36 runs x 30 epochs x (1,780 train + 198 val), "
-            f"{proj['grid_eflop']:.2f} EFLOP",
-            ["utilization", "GPU-hours"], rows,
-            caption=f"study's estimate {lo:g}-{hi:g} h = {uhi:.1%}-{ulo:.1%} of peak",
+            f"Full grid on one {proj['device']} ({proj['precision']}): 36 runs x 30 epochs x (1,780 train + 198 val) "
+            f"= {proj['grid_eflop']:.2f} EFLOP",
+            ["utilization", "grid GPU-hours", *(f"{a} min/run" for a in archs)], rows,
+            caption=f"the study's estimate, {lo:g}-{hi:g} h ({mlo:g}-{mhi:g} min per run), means {uhi:.1%}-{ulo:.1%} of peak",
         )
     if payload.get("achieved"):
         print_table(

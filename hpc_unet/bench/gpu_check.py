@@ -10,11 +10,12 @@ binary focal loss) on synthetic EM-like patches (``data.synth``, flipped/rotated
    from the analytic FLOPs (``bench.flops``) and fraction of the device's dense peak, GPU memory peak
    (``tf.config.experimental.get_memory_info``), and the epoch time projected to the study's protocol
    (1,780 train + 198 val patches);
-2. mixed_bfloat16 and jit_compile against float32 at batch 16: speed-up, and accuracy after the same
-   epochs from the same seed and data (best val Jaccard; tolerance ``--tolerance``, default 0.02).
+2. mixed_bfloat16, then jit_compile, against float32 at batch 16 (the float32 timing run at that batch,
+   trained ``--compare-epochs``): speed-up, and accuracy after the same epochs from the same seed and
+   data (best val Jaccard; tolerance ``--tolerance``, default 0.02).
 
-A time budget (``--budget-s``, default 420) skips the remaining runs, recorded as skipped, rather than
-overrunning. Without a GPU it prints a clear message and exits 3, unless ``--allow-cpu`` (for testing
+A time budget (``--budget-s``, default 450) skips the runs that would end after it (judged by the
+longest run of the same kind so far), recorded as skipped, rather than overrunning. Without a GPU it prints a clear message and exits 3, unless ``--allow-cpu`` (for testing
 the script itself at tiny sizes: ``--size 32 --base 4 --depth 2 --n-train 16 --n-val 8 --batches 4``).
 Writes DIR/gpu_check.json; ``hpc-unet bench flops --measured DIR/gpu_check.json`` reads it too.
 """
@@ -163,7 +164,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tolerance", type=float, default=0.02, help="|best val Jaccard difference| accepted")
-    p.add_argument("--budget-s", type=float, default=420.0, help="stop starting runs after this (default 420)")
+    p.add_argument("--budget-s", type=float, default=450.0,
+                   help="start no run that would end after this many seconds, judged by the longest run of its "
+                        "kind so far (default 450)")
     p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (testing, tiny sizes)")
     return p.parse_args(argv)
 
@@ -201,42 +204,53 @@ def main(argv: list[str] | None = None) -> int:
     data = make_data(cfg.size, cfg.n_train, cfg.n_val, cfg.seed)
     payload["data_seconds"] = time.perf_counter() - t_data
 
-    def budget_left() -> bool:
-        return time.perf_counter() - start < cfg.budget_s
+    took: dict[tuple[str, bool], float] = {}  # longest fit so far per (precision, jit): predicts the next
+
+    def expected(precision: str, jit: bool) -> float:
+        if (precision, jit) in took:
+            return took[(precision, jit)]
+        base = max(took.values(), default=0.0)
+        return base * (3.0 if jit else 1.0)  # an XLA compile takes a multiple of a traced run
 
     def attempt(kind: str, arch: str, batch: int, precision: str, jit: bool, epochs: int) -> dict[str, Any] | None:
-        if not budget_left():
+        if time.perf_counter() - start + expected(precision, jit) > cfg.budget_s:
             payload["skipped"].append({"kind": kind, "architecture": arch, "batch": batch, "precision": precision,
                                        "jit_compile": jit, "reason": "time budget"})
             return None
+        t0 = time.perf_counter()
         try:
             row = run_one(arch, batch, precision, jit, data, cfg, epochs, device)
         except Exception as exc:  # OOM at batch 32, XLA failure: record and go on
             row = {"architecture": arch, "batch": batch, "precision": precision, "jit_compile": jit,
                    "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        took[(precision, jit)] = max(took.get((precision, jit), 0.0), time.perf_counter() - t0)
         row["kind"] = kind
+        payload["rows"].append(row)
         print(json.dumps({k: row.get(k) for k in ("kind", "architecture", "batch", "precision", "jit_compile",
                                                   "warm_epoch_s", "train_images_per_s", "achieved_tflops",
                                                   "fraction_of_peak", "memory_peak_bytes", "error")}), flush=True)
         atomic_write_json(out_dir / "gpu_check.json", payload)  # partial results survive a kill
         return row
 
+    # 1. float32 timing; the run at the comparison batch trains longer and is the comparisons' baseline
+    baseline: dict[str, dict[str, Any]] = {}
     for arch in cfg.architectures:
         for batch in cfg.batches:
-            row = attempt("timing", arch, batch, "float32", False, cfg.epochs)
-            if row is not None:
-                payload["rows"].append(row)
+            compare = not cfg.no_compare and batch == cfg.compare_batch
+            row = attempt("timing", arch, batch, "float32", False, cfg.compare_epochs if compare else cfg.epochs)
+            if row is not None and compare:
+                baseline[arch] = row
+    # 2. mixed_bfloat16, then 3. jit_compile (slowest to start, least likely to be used) at the comparison batch
     if not cfg.no_compare:
-        variants = [("float32", False), ("mixed_bfloat16", False)] + ([] if cfg.no_jit else [("float32", True)])
-        for arch in cfg.architectures:
-            got = {}
-            for precision, jit in variants:
+        variants = [("mixed_bfloat16", False)] + ([] if cfg.no_jit else [("float32", True)])
+        for precision, jit in variants:
+            for arch in cfg.architectures:
+                if arch not in baseline:
+                    baseline[arch] = attempt("compare", arch, cfg.compare_batch, "float32", False,
+                                             cfg.compare_epochs) or {}
                 row = attempt("compare", arch, cfg.compare_batch, precision, jit, cfg.compare_epochs)
-                if row is not None:
-                    got[(precision, jit)] = row
-            base = got.get(("float32", False))
-            for (precision, jit), row in got.items():
-                if base is None or (precision, jit) == ("float32", False) or "error" in row or "error" in base:
+                base = baseline.get(arch) or {}
+                if row is None or "error" in row or not base or "error" in base:
                     continue
                 diff = row["best_val_jacard"] - base["best_val_jacard"]
                 payload["comparison"].append({
@@ -245,7 +259,6 @@ def main(argv: list[str] | None = None) -> int:
                     "float32_best_val_jacard": base["best_val_jacard"], "variant_best_val_jacard": row["best_val_jacard"],
                     "jaccard_difference": diff, "within_tolerance": abs(diff) <= cfg.tolerance, "finite": row["finite"],
                     "first_epoch_s_float32": base["first_epoch_s"], "first_epoch_s_variant": row["first_epoch_s"]})
-            payload["rows"].extend(r for r in got.values())
     payload["status"] = "ok" if not payload["skipped"] else "partial (time budget)"
     payload["total_seconds"] = time.perf_counter() - start
     atomic_write_json(out_dir / "gpu_check.json", payload)

@@ -46,13 +46,6 @@ class CollectReport:
         return self.__dict__.copy()
 
 
-def _read_one(path: Path) -> pd.DataFrame | None:
-    try:
-        return pq.read_table(path).to_pandas()
-    except Exception:
-        return None
-
-
 def _read_table(path: Path) -> pa.Table | None:
     """One shard as an Arrow table (``ParquetFile.read`` skips read_table's dataset set-up: ~2x faster)."""
     try:
@@ -146,7 +139,6 @@ def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str]
     """
     cache_file = study.results_dir / HISTORY_CACHE_NAME
     wanted = list(results["attempt_id"])
-    position = {a: i for i, a in enumerate(wanted)}
     on_disk = set(os.listdir(study.shards_dir)) if study.shards_dir.exists() else set()
     hist_name = {a: history_file_for(study.shards_dir / file_of[a]).name for a in wanted}
     cached = _read_cache(cache_file)
@@ -175,7 +167,7 @@ def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str]
     table = _concat(parts)
     if fresh or pruned:
         caches[cache_file] = table
-    order = np.array([position[a] for a in table.column("attempt_id").to_pylist()])
+    order = pc.index_in(table.column("attempt_id"), value_set=pa.array(wanted, pa.string())).to_numpy(False)
     return table.take(pa.array(np.argsort(order, kind="stable"))).to_pandas()
 
 

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", default="hpc-unet-demo", help="study directory (default ./hpc-unet-demo)")
     parser.add_argument("--max-parallel", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="experiments trained at once (default: CPU cores, at most 4)")
+    parser.add_argument("--per-process", type=int, default=0, metavar="K",
+                        help="experiments per task process (default: a sixth of the study per parallel slot)")
     parser.add_argument("--executor", default="local", choices=("local", "debug"),
                         help="local: a subprocess per experiment (default); debug: all in this process")
     parser.add_argument("--grid", help="grid spec (default: the packaged manifests/smoke.toml)")
@@ -22,10 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import math
     import time
     from pathlib import Path
-
-    from rich.console import Console
 
     from hpc_unet.commands.submit import run_local_with_progress
     from hpc_unet.data.prepare import prepare_study
@@ -33,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from hpc_unet.manifest import create_study
     from hpc_unet.results.collect import collect
     from hpc_unet.spec import load_spec
+    from hpc_unet.status.render import console as make_console
     from hpc_unet.study import Study, atomic_write_json
 
-    console = Console()
+    console = make_console()
     phases: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -56,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     mark("data")
     planned = plan(study)
     if planned:
-        console.print(f"training {len(planned)} experiments, {args.max_parallel} at a time "
-                      f"({args.executor} executor)")
-        run_local_with_progress(study, planned, args.executor, args.max_parallel, console)
+        per_process = args.per_process or max(1, math.ceil(len(planned) / (3 * args.max_parallel)))
+        console.print(f"training {len(planned)} experiments, {args.max_parallel} at a time, {per_process} per "
+                      f"process ({args.executor} executor)")
+        run_local_with_progress(study, planned, args.executor, args.max_parallel, console, per_process)
     mark("train")
     report = collect(study)
     console.print(f"collected {report.completed}/{report.experiments} completed -> {study.results_dir}")

@@ -21,10 +21,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from rich.console import Console
     from rich.live import Live
 
     from hpc_unet.manifest import read_manifest
+    from hpc_unet.status.render import console as make_console
     from hpc_unet.status.render import status_renderable
     from hpc_unet.status.state import experiment_states, summarize
     from hpc_unet.study import Study
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"summary": summary, "experiments": rows}, indent=2, default=str))
         return 0
-    console = Console()
+    console = make_console()
     if not args.watch:
         console.print(status_renderable(rows, summary, detail=not args.summary))
         return 0

@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="study directory")
     parser.add_argument("--executor", default="slurm", help="slurm (default), local or debug")
     parser.add_argument("--max-parallel", type=int, default=1, help="local: tasks at once (default 1)")
+    parser.add_argument("--per-process", type=int, default=1, metavar="K",
+                        help="local: train K experiments one after another in each task process, saving a "
+                        "TensorFlow start per experiment (default 1)")
     parser.add_argument("--retry-failed", action="store_true", help="also rerun failed, oom and diverged experiments")
     parser.add_argument("--only", action="append", metavar="EXP_ID", help="submit only these experiments (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script and task map; submit nothing")
@@ -26,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from hpc_unet.dispatch.submit import active_experiments, check_executor, plan, submit_slurm
     from hpc_unet.errors import UserError
@@ -34,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     study = Study.at(args.study).require()
     executor = check_executor(args.executor)
-    if args.max_parallel < 1:
-        raise UserError(f"--max-parallel {args.max_parallel} must be at least 1")
+    if args.max_parallel < 1 or args.per_process < 1:
+        raise UserError("--max-parallel and --per-process must be at least 1")
     options = None
     if executor == "slurm":
         from hpc_unet.dispatch.slurm import options_from_args
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         options = options_from_args(args, read_json(study.meta_file).get("slurm", {}))
     planned = plan(study, retry_failed=args.retry_failed, only=args.only,
                    active=set() if args.dry_run else active_experiments(study))
-    console = Console()
+    from hpc_unet.status.render import console as make_console
+
+    console = make_console()
     if planned and not args.dry_run:
         from hpc_unet.data.prepare import prepare_study
 
@@ -69,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
         for i, p in enumerate(planned):
             print(f"{i}\t{p.exp_id}\tattempt {p.attempt}\t({p.reason})")
         return 0
-    return run_local_with_progress(study, planned, executor, args.max_parallel, console)
+    return run_local_with_progress(study, planned, executor, args.max_parallel, console, args.per_process)
 
 
-def run_local_with_progress(study, planned, executor: str, max_parallel: int, console) -> int:
+def run_local_with_progress(study, planned, executor: str, max_parallel: int, console, per_process: int = 1) -> int:
     """Run locally with a live status display; exit 1 if any experiment did not complete."""
     from rich.live import Live
 
@@ -90,7 +94,8 @@ def run_local_with_progress(study, planned, executor: str, max_parallel: int, co
         return status_renderable(rows, summarize(rows, study), detail=False), rows
 
     with Live(view()[0], console=console, refresh_per_second=2, transient=False) as live:
-        run_local(study, planned, executor=executor, max_parallel=max_parallel, on_update=lambda: live.update(view()[0]))
+        run_local(study, planned, executor=executor, max_parallel=max_parallel, per_process=per_process,
+                  on_update=lambda: live.update(view()[0]))
         renderable, rows = view()
         live.update(renderable)
     bad = [r for r in rows if r["state"] != "completed"]

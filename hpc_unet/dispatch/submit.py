@@ -69,12 +69,19 @@ def active_experiments(study: Study) -> set[str]:
 
 
 def run_local(study: Study, planned: list[Planned], executor: str = "local", max_parallel: int = 1,
-              on_update: Callable[[], None] | None = None, timeout_min: int = 24 * 60) -> SubmissionRecord:
+              on_update: Callable[[], None] | None = None, timeout_min: int = 24 * 60,
+              per_process: int = 1) -> SubmissionRecord:
     """Run tasks through submitit's LocalExecutor (subprocesses, at most ``max_parallel`` at once)
-    or DebugExecutor (in this process, one after another), waiting for all of them."""
+    or DebugExecutor (in this process, one after another), waiting for all of them.
+
+    ``per_process`` > 1 packs that many experiments into each local task (interleaved, so every task
+    gets a similar mix), saving a Python + TensorFlow start per experiment.
+    """
+    import math
+
     import submitit
 
-    from hpc_unet.dispatch.task import TrainTask
+    from hpc_unet.dispatch.task import TrainChunk, TrainTask
 
     record = SubmissionRecord(executor=executor, options={"max_parallel": max_parallel})
     record.save(study)
@@ -86,17 +93,23 @@ def run_local(study: Study, planned: list[Planned], executor: str = "local", max
         ex.update_parameters(timeout_min=timeout_min)
         os.environ.setdefault("HPC_UNET_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, max_parallel))))
     capacity = 1 if executor == "debug" else max(1, max_parallel)
-    queue = list(planned)
-    running: list[tuple[Any, Planned]] = []
+    n_tasks = len(planned) if executor == "debug" or per_process <= 1 else math.ceil(len(planned) / per_process)
+    queue = [planned[i::n_tasks] for i in range(n_tasks)]
+    running: list[tuple[Any, list[Planned]]] = []
     try:
         while queue or running:
             while queue and len(running) < capacity:
-                item = queue.pop(0)
-                job = ex.submit(TrainTask(str(study.root), item.exp_id, item.attempt, item.fresh))
-                record.tasks.append({"exp_id": item.exp_id, "attempt": item.attempt, "job_id": str(job.job_id),
-                                     "array_index": len(record.tasks)})
+                items = queue.pop(0)
+                if len(items) == 1:
+                    task: Any = TrainTask(str(study.root), items[0].exp_id, items[0].attempt, items[0].fresh)
+                else:
+                    task = TrainChunk(str(study.root), [(p.exp_id, p.attempt, p.fresh) for p in items])
+                job = ex.submit(task)
+                for item in items:
+                    record.tasks.append({"exp_id": item.exp_id, "attempt": item.attempt, "job_id": str(job.job_id),
+                                         "array_index": n_tasks - len(queue) - 1})
                 record.save(study)
-                running.append((job, item))
+                running.append((job, items))
             for job, item in list(running):
                 if executor == "debug":
                     try:
@@ -112,7 +125,7 @@ def run_local(study: Study, planned: list[Planned], executor: str = "local", max
                 time.sleep(0.5)
     except KeyboardInterrupt:
         # leave no orphan trainers behind; their checkpoints stay, so `submit` again resumes them
-        for job, _ in running:
+        for job, _items in running:
             if executor != "debug":
                 job.cancel(check=False)
         raise

@@ -31,3 +31,30 @@ class TrainTask(submitit.helpers.Checkpointable):
 
     def __repr__(self) -> str:
         return f"TrainTask({self.exp_id!r}, attempt={self.attempt})"
+
+
+class TrainChunk(submitit.helpers.Checkpointable):
+    """Several experiments trained one after another in one process (local executor): each start of a
+    Python process with TensorFlow costs seconds, which dominates tiny studies. A failure is recorded in
+    its experiment's shard and the chunk goes on; a rerun skips what already has a result."""
+
+    def __init__(self, study_root: str, items: list[tuple[str, int, bool]]) -> None:
+        self.study_root = str(study_root)
+        self.items = list(items)
+
+    def __call__(self) -> list[dict[str, Any]]:
+        import keras
+
+        out, errors = [], []
+        for exp_id, attempt, fresh in self.items:
+            try:
+                out.append(TrainTask(self.study_root, exp_id, attempt, fresh)())
+            except Exception as exc:  # already written to the experiment's shard
+                errors.append(exc)
+            keras.backend.clear_session()
+        if errors and len(errors) == len(self.items):
+            raise errors[0]
+        return out
+
+    def __repr__(self) -> str:
+        return f"TrainChunk({[e for e, _, _ in self.items]})"

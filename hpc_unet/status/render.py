@@ -6,7 +6,6 @@ import pandas as pd
 
 
 def print_manifest(frame: pd.DataFrame, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -15,7 +14,7 @@ def print_manifest(frame: pd.DataFrame, title: str) -> None:
         table.add_column(col, justify="right" if col in ("index", "batch_size", "epochs", "seed") else "left")
     for row in frame[cols].itertuples(index=False):
         table.add_row(*(f"{v:g}" if isinstance(v, float) else str(v) for v in row))
-    Console().print(table)
+    console().print(table)
 
 
 STATE_STYLE = {"completed": "green", "running": "cyan", "queued": "blue", "pending": "dim", "failed": "red",
@@ -47,24 +46,40 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True):
     by_arch: dict[str, list[dict]] = {}
     for r in rows:
         by_arch.setdefault(r["architecture"], []).append(r)
+    slurm_cols = any(r.get("slurm_state") for r in rows)
     for arch, items in by_arch.items():
-        table = Table(title=arch, title_justify="left", expand=False)
-        for col in ("experiment", "lr", "batch", "seed", "state", "epoch", "best val J", "epoch s", "restarts",
-                    "job", "slurm", "node"):
-            table.add_column(col, no_wrap=True)
+        table = Table(title=arch, title_justify="left", expand=False, padding=(0, 1))
+        table.add_column("experiment", no_wrap=True)
+        for col in ("lr", "bs", "seed", "state", "epoch", "best J", "s/ep", "rst", "job"):
+            table.add_column(col, no_wrap=True, justify="left" if col in ("state", "job") else "right")
+        if slurm_cols:
+            table.add_column("slurm", no_wrap=True)
+            table.add_column("node", no_wrap=True)
         for r in items:
             style = STATE_STYLE.get(r["state"], "")
             best = r.get("best_val_jacard")
-            table.add_row(
+            cells = [
                 r["exp_id"], f"{r['learning_rate']:g}", str(r["batch_size"]), str(r["seed"]),
                 f"[{style}]{r['state']}[/]", f"{r['epoch'] or 0}/{r['epochs']}",
-                f"{best:.4f}" if isinstance(best, float) else "-",
+                f"{best:.3f}" if isinstance(best, float) else "-",
                 f"{r['last_epoch_seconds']:.1f}" if r.get("last_epoch_seconds") else "-",
-                str(r.get("restarts") or 0), r.get("job_id") or "-", r.get("slurm_state") or "-", r.get("node") or "-",
-            )
+                str(r.get("restarts") or 0), r.get("job_id") or "-",
+            ]
+            if slurm_cols:
+                cells += [r.get("slurm_state") or "-", r.get("node") or "-"]
+            table.add_row(*cells)
         parts.append(table)
     lost = [r["exp_id"] for r in rows if r["state"] == "lost"]
     if lost:
         parts.append(Text(f"{len(lost)} experiment(s) whose job ended without a result: {', '.join(lost[:8])}"
                           " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
     return Group(*parts)
+
+
+def console():
+    """A rich console; when output is piped, wide enough that tables are not cut (rich assumes 80)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)

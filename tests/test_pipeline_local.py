@@ -30,9 +30,11 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     before = status_json(study, capsys)
     assert before["summary"]["pending"] == 4 and before["summary"]["done"] == 0
 
-    assert cli("submit", "--study", study, "--executor", "local", "--max-parallel", "2") == 0
+    assert cli("submit", "--study", study, "--executor", "local", "--max-parallel", "2", "--per-process", "2") == 0
     after = status_json(study, capsys)
     assert after["summary"]["done"] == 4
+    first = load_records(Study.at(study))[0]["tasks"]
+    assert len({t["job_id"] for t in first}) == 2  # 4 experiments packed 2 per task process
     assert {e["state"] for e in after["experiments"]} == {"completed"}
     assert all(e["epoch"] == 2 and e["best_val_jacard"] > 0 for e in after["experiments"])
 

@@ -93,6 +93,8 @@ def configure_tensorflow(row: dict[str, Any]) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass
+    # Grappler's rewrites cost seconds at trace time; for tiny CPU models that is most of a task.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not row.get("graph_rewrites", True)})
     import keras
 
     keras.mixed_precision.set_global_policy(row.get("precision", "float32"))

@@ -120,6 +120,11 @@ def bench_options(architectures: tuple[str, ...] = ARCHITECTURES, lr: float = 5e
     }
     if nan_check:
         payload["nan_check"] = nan_guard_check(base / "nan", env)
+    if not workdir:  # a temporary study: remove it (pass --workdir to keep it)
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+        payload["workdir"] = None
     return payload
 
 

@@ -283,6 +283,11 @@ def bench_overhead(options: tuple[str, ...] = GRAPH_OPTIONS, architectures: tupl
         payload["demo"] = demo_phases(demo_study)
     if checkpoint:
         payload["checkpoint"] = checkpoint_cost(base, size=checkpoint_size, base=checkpoint_base)
+    if not workdir:  # a temporary study: remove it (pass --workdir to keep it)
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+        payload["workdir"] = None
     return payload
 
 

@@ -35,7 +35,9 @@ def _spec_overrides(architectures: tuple[str, ...], lr: float, batch: int, epoch
            f"train.epochs={epochs}", "train.early_stopping=false"]
     if replicates > 1:
         out.append(f"grid.replicates={replicates}")
-    return out + list(extra)
+    from hpc_unet.bench.overhead import production_defaults
+
+    return out + production_defaults() + list(extra)
 
 
 def _train(study_dir: Path, exp_id: str, env: dict[str, str]) -> float:

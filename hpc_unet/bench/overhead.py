@@ -42,10 +42,10 @@ def apply_graph_option(option: str) -> dict[str, Any]:
     """
     if option not in GRAPH_OPTIONS:
         raise ValueError(f"graph option {option!r} is not one of {', '.join(GRAPH_OPTIONS)}")
-    if option == "no-meta-optimizer":
-        import tensorflow as tf
+    import tensorflow as tf
 
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    # explicit either way: configure_tensorflow already applied the row's graph_rewrites setting
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": option == "no-meta-optimizer"})
     return {"run_eagerly": option == "eager"}
 
 
@@ -128,6 +128,14 @@ def run_startup(study_dir: Path, exp_id: str, option: str, epochs: int = 3) -> d
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def production_defaults() -> list[str]:
+    """Spec overrides that undo the smoke spec's CPU-only shortcuts (graph_rewrites = false), so the
+    benches time the settings a real study uses."""
+    from hpc_unet.spec import TRAIN_PARAMS
+
+    return ["train.graph_rewrites=true"] if "graph_rewrites" in TRAIN_PARAMS else []
+
+
 def make_tiny_study(root: Path, architectures: tuple[str, ...], epochs: int = 3, batch: int = 8,
                     lr: float = 1e-3) -> list[str]:
     """The smoke spec (synthetic data, 32x32 patches, base 8, depth 2) narrowed to a few experiments."""
@@ -137,8 +145,9 @@ def make_tiny_study(root: Path, architectures: tuple[str, ...], epochs: int = 3,
 
     spec_file = Path(__file__).resolve().parents[1] / "manifests" / "smoke.toml"
     arch_list = ", ".join(f"'{a}'" for a in architectures)
-    spec = load_spec(spec_file, overrides=[f"grid.architecture=[{arch_list}]", f"grid.learning_rate=[{lr}]",
-                                           f"grid.batch_size=[{batch}]", f"train.epochs={epochs}"])
+    sets = [f"grid.architecture=[{arch_list}]", f"grid.learning_rate=[{lr}]", f"grid.batch_size=[{batch}]",
+            f"train.epochs={epochs}"]
+    spec = load_spec(spec_file, overrides=sets + production_defaults())
     study = Study.at(root)
     frame = create_study(study, spec, force=True)
     from hpc_unet.data.prepare import prepare_study

@@ -17,3 +17,19 @@ def test_collect_prunes_checkpoints_of_completed_experiments(tmp_path, capsys):
     assert "removed leftover checkpoints" in capsys.readouterr().out
     assert not (done / "checkpoint").exists()
     assert (running / "checkpoint" / "e0003" / "model.npz").exists()  # no result yet: its checkpoint stays
+
+
+def test_status_of_a_large_study_lists_only_what_needs_attention(tmp_path, capsys):
+    study = make_study(tmp_path / "s", "grid.replicates=6")  # 216 experiments
+    from hpc_unet.manifest import read_manifest
+
+    ids = list(read_manifest(study)["exp_id"])
+    for exp_id in ids[:-3]:
+        fake_shard(study, exp_id, 1)
+    capsys.readouterr()
+    assert cli("status", "--study", study.root) == 0
+    out = capsys.readouterr().out
+    assert "213/216 done" in out and "completed, not listed" in out
+    assert all(e in out for e in ids[-3:]) and ids[0] not in out
+    assert cli("status", "--study", study.root, "--all") == 0
+    assert ids[0] in capsys.readouterr().out

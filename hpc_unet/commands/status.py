@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--summary", action="store_true", help="only the counts, no table")
+    parser.add_argument("--all", action="store_true",
+                        help="list completed experiments too in studies of more than 200 experiments")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console = make_console()
     if not args.watch:
-        console.print(status_renderable(rows, summary, detail=not args.summary))
+        console.print(status_renderable(rows, summary, detail=not args.summary, show_all=args.all))
         return 0
-    with Live(status_renderable(rows, summary, detail=not args.summary), console=console, refresh_per_second=1) as live:
+    with Live(status_renderable(rows, summary, detail=not args.summary, show_all=args.all), console=console, refresh_per_second=1) as live:
         while summary["running"] + summary["queued"] > 0:
             time.sleep(args.interval)
             rows, summary = snapshot()
-            live.update(status_renderable(rows, summary, detail=not args.summary))
+            live.update(status_renderable(rows, summary, detail=not args.summary, show_all=args.all))
     return 0

@@ -28,8 +28,15 @@ def _fmt_seconds(value: float | None) -> str:
     return f"{value // 3600}h{value % 3600 // 60:02d}m" if value >= 3600 else f"{value // 60}m{value % 60:02d}s"
 
 
-def status_renderable(rows: list[dict], summary: dict, detail: bool = True):
-    """A rich group: the summary line, then one table per architecture."""
+LARGE_STUDY = 200
+
+
+def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show_all: bool = False):
+    """A rich group: the summary line, then one table per architecture.
+
+    Above LARGE_STUDY experiments (unless ``show_all``) completed rows are counted, not listed: rendering
+    thousands of rows costs seconds and hides the ones that need attention.
+    """
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -44,8 +51,15 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True):
     if not detail:
         return Group(*parts)
     by_arch: dict[str, list[dict]] = {}
+    hidden: dict[str, int] = {}
     for r in rows:
+        if len(rows) > LARGE_STUDY and not show_all and r["state"] == "completed":
+            hidden[r["architecture"]] = hidden.get(r["architecture"], 0) + 1
+            continue
         by_arch.setdefault(r["architecture"], []).append(r)
+    if hidden:
+        parts.append(Text("completed, not listed (--all lists them): "
+                          + ", ".join(f"{arch} {n}" for arch, n in hidden.items()), style="green"))
     slurm_cols = any(r.get("slurm_state") for r in rows)
     for arch, items in by_arch.items():
         table = Table(title=arch, title_justify="left", expand=False, padding=(0, 1))

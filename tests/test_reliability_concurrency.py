@@ -15,7 +15,7 @@ from conftest import cli
 from test_reliability_helpers import fake_shard, make_study
 
 from hpc_unet.manifest import read_manifest
-from hpc_unet.results.collect import collect
+from hpc_unet.results.collect import collect, read_collected
 from hpc_unet.status.state import experiment_states
 from hpc_unet.study import Study
 
@@ -65,12 +65,11 @@ def reader(root: str, stop, errors, stats) -> None:
             # collect: never an unreadable shard, never two rows for one experiment, never fewer results
             report = collect(study)
             assert report.unreadable == [], report.unreadable
-            results = pd.read_parquet(study.results_dir / "results.parquet")
+            results, history = read_collected(study)  # the pair of one collect, whoever ran it
             assert results["exp_id"].is_unique
             assert report.completed >= last_completed, (report.completed, last_completed)
             last_completed = report.completed
             seen.append(report.completed)
-            history = pd.read_parquet(study.results_dir / "history.parquet")
             assert set(history["attempt_id"]) <= set(results["attempt_id"])
             if done:
                 break

@@ -197,16 +197,27 @@ def no_temp_files(directory):
 
 
 def enospc_after_partial_write(monkeypatch):
-    """DataFrame.to_parquet writes half a file, then the disk is full."""
-    real = pd.DataFrame.to_parquet
+    """A Parquet write (pandas or pyarrow) writes half a file, then the disk is full."""
+    import pyarrow.parquet as pq
 
-    def full(self, path, *args, **kwargs):
-        real(self, path, *args, **kwargs)
+    real, real_pq = pd.DataFrame.to_parquet, pq.write_table
+
+    def half_then_full(path):
         with open(path, "r+b") as fh:
             fh.truncate(os.path.getsize(path) // 2)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
+    def full(self, path, *args, **kwargs):
+        real(self, path, *args, **kwargs)
+        half_then_full(path)
+
+    def full_pq(table, path, *args, **kwargs):
+        real_pq(table, path, *args, **kwargs)
+        if isinstance(path, str | os.PathLike):  # pandas calls it with an open file: its own patch handles that
+            half_then_full(path)
+
     monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    monkeypatch.setattr(pq, "write_table", full_pq)
 
 
 def test_full_disk_during_collect_keeps_previous_results(study, monkeypatch):

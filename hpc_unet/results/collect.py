@@ -11,7 +11,9 @@ Arrow tables in threads and converted to pandas once (measured at 3,600 experime
 
 from __future__ import annotations
 
+import fcntl
 import os
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,29 @@ import pyarrow.parquet as pq
 from hpc_unet.results.schema import HISTORY_COLUMNS
 from hpc_unet.results.shards import history_file_for, parse_summary_name, summary_files
 from hpc_unet.study import Study, atomic_write, atomic_write_json
+
+COLLECT_KEY = b"hpc_unet_collect"
+
+
+def _write_tagged(frame: pd.DataFrame, path: Path, token: str) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), COLLECT_KEY: token.encode()})
+    pq.write_table(table, path)
+
+
+def read_collected(study: Study, attempts: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """results.parquet and history.parquet of the same collect (another collect may replace them
+    between the two reads: then read again)."""
+    import time
+
+    for _ in range(attempts):
+        results = pq.read_table(study.results_dir / "results.parquet")
+        history = pq.read_table(study.results_dir / "history.parquet")
+        tag = (results.schema.metadata or {}).get(COLLECT_KEY)
+        if tag == (history.schema.metadata or {}).get(COLLECT_KEY):
+            return results.to_pandas(), history.to_pandas()
+        time.sleep(0.05)
+    raise RuntimeError(f"{study.results_dir}: results and history kept changing; is collect running in a loop?")
 
 CACHE_NAME = ".summary-cache.parquet"
 HISTORY_CACHE_NAME = ".history-cache.parquet"
@@ -181,6 +206,17 @@ def choose(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect(study: Study) -> CollectReport:
+    """Merge the shards; concurrent collects of one study take turns (an fcntl lock)."""
+    study.results_dir.mkdir(parents=True, exist_ok=True)
+    with open(study.results_dir / ".collect.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _collect(study)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _collect(study: Study) -> CollectReport:
     from hpc_unet.manifest import read_manifest
 
     frame = read_manifest(study)
@@ -210,8 +246,9 @@ def collect(study: Study) -> CollectReport:
     report.completed = sum(1 for s in status_of.values() if s == "completed")
     report.failed = {e: s for e, s in status_of.items() if s != "completed"}
     report.missing = [e for e in frame["exp_id"] if e not in status_of]
-    atomic_write(study.results_dir / "results.parquet", lambda tmp: results.to_parquet(tmp, index=False))
-    atomic_write(study.results_dir / "history.parquet", lambda tmp: history.to_parquet(tmp, index=False))
+    token = secrets.token_hex(8)  # ties the pair together: readers check it (read_collected)
+    atomic_write(study.results_dir / "history.parquet", lambda tmp: _write_tagged(history, tmp, token))
+    atomic_write(study.results_dir / "results.parquet", lambda tmp: _write_tagged(results, tmp, token))
     atomic_write_json(study.results_dir / "collect.json", report.as_dict())
     for cache_file, table in caches.items():
         _write_cache(cache_file, table)

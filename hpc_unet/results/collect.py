@@ -207,6 +207,9 @@ def choose(rows: pd.DataFrame) -> pd.DataFrame:
 
 def collect(study: Study) -> CollectReport:
     """Merge the shards; concurrent collects of one study take turns (an fcntl lock)."""
+    from hpc_unet.manifest import read_manifest
+
+    read_manifest(study)  # a bad manifest fails here, before anything is created
     study.results_dir.mkdir(parents=True, exist_ok=True)
     with open(study.results_dir / ".collect.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -243,7 +243,7 @@ def _collect(study: Study) -> CollectReport:
         history = _read_histories(study, results, file_of, report, caches)
         results = results.drop(columns=["_file"])
     else:
-        results = pd.DataFrame(columns=["exp_id", "status", "attempts"])
+        results = pd.DataFrame(columns=["exp_id", "attempt_id", "status", "attempts"])
         history = pd.DataFrame(columns=list(HISTORY_COLUMNS))
     status_of = dict(zip(results["exp_id"], results["status"], strict=True))
     report.completed = sum(1 for s in status_of.values() if s == "completed")

@@ -24,7 +24,7 @@ def test_collected_shards_feed_the_analysis(tmp_path):
     frame = frame.drop(columns=["attempts"])  # added by collect, not part of a shard
     first = frame.iloc[0].to_dict()
     failed = {**first, "attempt_id": first["exp_id"] + ".a001.deadbeef", "status": "failed",
-              "error_type": "RuntimeError", "error_message": "node died", "best_val_jacard": float("nan")}
+              "error_type": "RuntimeError", "error_message": "node died", "best_val_jaccard": float("nan")}
     write_shard(study, failed, [])
     for row in frame.to_dict("records"):
         row["attempt"] = 2 if row["exp_id"] == first["exp_id"] else 1
@@ -37,7 +37,7 @@ def test_collected_shards_feed_the_analysis(tmp_path):
     counts = data.runs["status"].value_counts().to_dict()
     assert counts == {"completed": len(manifest) - 2, "oom": 1, "missing": 1}
     assert data.runs.set_index("exp_id").loc[first["exp_id"], "attempts"] == 2
-    cells = stats.cell_intervals(data.completed, "best_val_jacard", n_boot=100)
+    cells = stats.cell_intervals(data.completed, "best_val_jaccard", n_boot=100)
     assert cells["ci_method"].str.startswith("bootstrap over 60 val patches").all()
     assert np.isfinite(cells["ci_low"]).all()
     assert set(data.history["exp_id"]) == set(data.completed["exp_id"])

@@ -59,7 +59,7 @@ def test_two_way_anova_matches_montgomery_battery_example():
 
 def test_anova_detects_constructed_effects_and_not_the_null_factor():
     runs = completed(seed=1)
-    jac = stats.factorial_anova(runs, "best_val_jacard")
+    jac = stats.factorial_anova(runs, "best_val_jaccard")
     assert jac.p("learning_rate") < 1e-6 and jac.p("architecture") < 1e-3
     assert jac.p("batch_size") > 0.05  # no batch effect was built into the Jaccard
     assert "three" not in jac.formula and jac.df_resid == 2 * 3 * 2  # 3-way term is the error
@@ -70,7 +70,7 @@ def test_anova_detects_constructed_effects_and_not_the_null_factor():
 
 def test_anova_with_replicates_fits_the_full_model():
     runs = completed(replicates=2, seed=2, seed_sd=0.01)
-    result = stats.factorial_anova(runs, "best_val_jacard")
+    result = stats.factorial_anova(runs, "best_val_jaccard")
     assert "architecture x learning rate x batch size" in result.table.index
     assert result.df_resid == 36  # 72 runs - 36 cells
 
@@ -78,13 +78,13 @@ def test_anova_with_replicates_fits_the_full_model():
 def test_anova_degrades_with_reasons():
     runs = completed(seed=3)
     one_per_lr = runs[(runs["architecture"] == "UNet") & (runs["batch_size"] == 8)]
-    result = stats.factorial_anova(one_per_lr, "best_val_jacard")  # only lr varies, one run per lr
+    result = stats.factorial_anova(one_per_lr, "best_val_jaccard")  # only lr varies, one run per lr
     assert result.table is None and result.skipped.startswith("residual degrees of freedom = 0")
     single = runs[(runs["architecture"] == "UNet") & (runs["batch_size"] == 8) & (runs["learning_rate"] == 1e-3)]
-    assert "no factor has 2 or more levels" in stats.factorial_anova(single, "best_val_jacard").skipped
+    assert "no factor has 2 or more levels" in stats.factorial_anova(single, "best_val_jaccard").skipped
     # a whole (architecture, lr) block missing makes that interaction inestimable: dropped, main effects kept
     holey = runs[~((runs["architecture"] == "UNet") & (runs["learning_rate"] == 5e-3))]
-    result = stats.factorial_anova(holey, "best_val_jacard")
+    result = stats.factorial_anova(holey, "best_val_jaccard")
     assert any("architecture x learning rate dropped" in n for n in result.notes)
     assert result.p("learning_rate") < 1e-6
 
@@ -100,7 +100,7 @@ def test_two_factors_one_run_per_cell_use_the_interaction_as_error():
 
 def test_t_intervals_cover_the_true_cell_means():
     runs = completed(replicates=3, seed=4, seed_sd=0.02)
-    cells = stats.cell_intervals(runs, "best_val_jacard")
+    cells = stats.cell_intervals(runs, "best_val_jaccard")
     assert (cells["ci_method"] == "t over 3 seeds").all()
     truth = np.array([default_jaccard(a, lr, bs) for a, lr, bs in cells[list(FACTORS)].itertuples(index=False)])
     covered = (cells["ci_low"] <= truth) & (truth <= cells["ci_high"])
@@ -109,7 +109,7 @@ def test_t_intervals_cover_the_true_cell_means():
 
 def test_patch_bootstrap_covers_the_true_value_of_single_runs():
     runs = completed(seed=5)
-    cells = stats.cell_intervals(runs, "best_val_jacard", n_boot=500)
+    cells = stats.cell_intervals(runs, "best_val_jaccard", n_boot=500)
     assert cells["ci_method"].str.startswith("bootstrap over 60 val patches").all()
     truth = np.array([default_jaccard(a, lr, bs) for a, lr, bs in cells[list(FACTORS)].itertuples(index=False)])
     covered = (cells["ci_low"] <= truth) & (truth <= cells["ci_high"])
@@ -134,15 +134,15 @@ def test_correlation_sign_of_constructed_tradeoff():
         return 0.02 + 0.002 * (32 - bs)
 
     runs = completed(seed=6, jaccard=jac, stability=std)
-    c = stats.correlation(runs, "val_loss_std", "best_val_jacard")
+    c = stats.correlation(runs, "val_loss_std", "best_val_jaccard")
     assert c["pearson_r"] < -0.5 and c["pearson_p"] < 0.01
     assert c["spearman_rho"] < -0.5 and c["spearman_p"] < 0.01
-    assert "at least 3" in stats.correlation(runs.head(2), "val_loss_std", "best_val_jacard")["note"]
+    assert "at least 3" in stats.correlation(runs.head(2), "val_loss_std", "best_val_jaccard")["note"]
 
 
 def test_pairwise_architectures_paired_and_holm_corrected():
     runs = completed(seed=7)
-    out = stats.pairwise_architectures(runs, "best_val_jacard")
+    out = stats.pairwise_architectures(runs, "best_val_jaccard")
     assert len(out) == 3 and (out["n_pairs"] == 12).all()
     assert (out["holm_p"] >= out["wilcoxon_p"]).all()
     resunet_vs_unet = out[(out["arch_a"] == "Attention_ResUNet") & (out["arch_b"] == "UNet")].iloc[0]
@@ -151,16 +151,16 @@ def test_pairwise_architectures_paired_and_holm_corrected():
 
 
 def test_icc_needs_replicates_and_is_high_when_settings_dominate():
-    assert "replicates >= 2" in stats.icc_oneway(completed(seed=8), "best_val_jacard")["note"]
-    icc = stats.icc_oneway(completed(replicates=3, seed=8, seed_sd=0.005), "best_val_jacard")
+    assert "replicates >= 2" in stats.icc_oneway(completed(seed=8), "best_val_jaccard")["note"]
+    icc = stats.icc_oneway(completed(replicates=3, seed=8, seed_sd=0.005), "best_val_jaccard")
     assert icc["icc"] > 0.9 and icc["cells"] == 36
 
 
 def test_marginal_means_use_the_anova_error_term():
     runs = completed(seed=9)
-    anova = stats.factorial_anova(runs, "best_val_jacard")
-    mm = stats.marginal_means(runs, "best_val_jacard", anova)
+    anova = stats.factorial_anova(runs, "best_val_jaccard")
+    mm = stats.marginal_means(runs, "best_val_jaccard", anova)
     lr = mm[(mm["factor"] == "learning_rate")]
     assert len(lr) == 4 and lr["ci_method"].str.startswith("ANOVA MSE t").all()
-    fallback = stats.marginal_means(runs, "best_val_jacard", None)
+    fallback = stats.marginal_means(runs, "best_val_jaccard", None)
     assert fallback["ci_method"].str.startswith("t over").all()

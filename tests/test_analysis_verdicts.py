@@ -27,9 +27,9 @@ def runs_for(replicates: int = 1, seed: int = 11, **kw) -> tuple[pd.DataFrame, p
 
 def context(runs: pd.DataFrame, baseline: pd.DataFrame | None = None, history: pd.DataFrame | None = None,
             architectures: list[str] = ARCHS) -> verdicts.Context:
-    cells_j = stats.cell_intervals(runs, "best_val_jacard", n_boot=200)
+    cells_j = stats.cell_intervals(runs, "best_val_jaccard", n_boot=200)
     return verdicts.Context(completed=runs, architectures=architectures,
-                            anova_j=stats.factorial_anova(runs, "best_val_jacard"),
+                            anova_j=stats.factorial_anova(runs, "best_val_jaccard"),
                             anova_s=stats.factorial_anova(runs, "val_loss_std"), cells_j=cells_j,
                             recommendations=verdicts.recommendations(runs, cells_j), baseline=baseline,
                             history=history)
@@ -118,7 +118,7 @@ def test_h3_batch_gain():
 
 def baseline_frame(std: float, jaccard: float = 0.5, best_epoch: float = 25.0, hours: float = 2.0) -> pd.DataFrame:
     rows = [{"architecture": a, "learning_rate": 1e-2, "batch_size": 8, "seed": 0, "status": "completed",
-             "best_val_jacard": jaccard, "val_loss_std": std, "best_epoch": best_epoch,
+             "best_val_jaccard": jaccard, "val_loss_std": std, "best_epoch": best_epoch,
              "total_train_seconds": hours * 3600} for a in ARCHS]
     return derive(pd.DataFrame(rows))
 
@@ -159,7 +159,7 @@ def test_recommendations_best_vs_most_robust():
         return 0.85 if lr in (5e-4, 1e-3) else 0.6
 
     runs, _ = runs_for(jaccard=jac, patch_sd=0.01)
-    recs = verdicts.recommendations(runs, stats.cell_intervals(runs, "best_val_jacard", n_boot=100))
+    recs = verdicts.recommendations(runs, stats.cell_intervals(runs, "best_val_jaccard", n_boot=100))
     unet = recs[recs["architecture"] == "UNet"].set_index("kind")
     assert (unet.loc["best", "learning_rate"], unet.loc["best", "batch_size"]) == (5e-3, 32)
     assert unet.loc["most robust", "learning_rate"] in (5e-4, 1e-3)

@@ -33,3 +33,25 @@ def test_status_of_a_large_study_lists_only_what_needs_attention(tmp_path, capsy
     assert all(e in out for e in ids[-3:]) and ids[0] not in out
     assert cli("status", "--study", study.root, "--all") == 0
     assert ids[0] in capsys.readouterr().out
+
+
+def test_collect_reads_version_1_shards_with_the_old_spelling(tmp_path):
+    """Shards written before the spelling rule (schema 1: best_val_jacard, test_jacard) still collect."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from hpc_unet.results.collect import read_collected
+    from hpc_unet.results.shards import summary_files
+
+    study = make_study(tmp_path / "s", "grid.batch_size=[8]", "grid.learning_rate=[1e-3]")
+    fake_shard(study, "unet-lr1e-03-bs8-s0", 1, best=0.625)
+    (path,) = summary_files(study)
+    old = pq.read_table(path)
+    old = old.rename_columns([{"best_val_jaccard": "best_val_jacard", "test_jaccard": "test_jacard"}.get(n, n)
+                              for n in old.column_names])
+    pq.write_table(old.set_column(old.column_names.index("schema_version"), "schema_version",
+                                  [[1]]), path)
+    assert cli("collect", "--study", study.root) == 0
+    results, _ = read_collected(study)
+    assert "best_val_jacard" not in results.columns and "test_jacard" not in results.columns
+    assert results.loc[0, "best_val_jaccard"] == 0.625 and pd.isna(results.loc[0, "test_jaccard"])

@@ -108,7 +108,7 @@ def test_patch_overlaps_hand_values_and_pooling() -> None:
         patch_overlaps(t, p[:1])
 
 
-def _naive_jacard(y_true, y_pred):  # the original study's function metric, averaged per batch by Keras
+def _naive_jaccard(y_true, y_pred):  # the original study's function metric, averaged per batch by Keras
     t = ops.reshape(y_true, (-1,))
     p = ops.reshape(y_pred, (-1,))
     inter = ops.sum(t * p)
@@ -127,14 +127,14 @@ def test_evaluate_jaccard_independent_of_batch_size() -> None:
 
     keras.utils.set_random_seed(0)
     model = build_model("UNet", (32, 32, 1), base_filters=4, depth=2)
-    model.compile(loss="binary_crossentropy", metrics=[*make_metrics(), _naive_jacard])
+    model.compile(loss="binary_crossentropy", metrics=[*make_metrics(), _naive_jaccard])
     y = _disks(40, 32)  # 40 is not a multiple of 16 or 32: uneven last batches too
     x = (y + np.random.default_rng(0).normal(0, 0.3, y.shape)).astype("float32")
     res = {b: model.evaluate(x, y, batch_size=b, verbose=0, return_dict=True) for b in (8, 16, 32)}
     for key in ("jacard_coef", "iou", "dice"):
         vals = [res[b][key] for b in res]
         assert max(vals) - min(vals) < 1e-6, (key, vals)
-    naive = [res[b]["_naive_jacard"] for b in res]
+    naive = [res[b]["_naive_jaccard"] for b in res]
     assert max(naive) - min(naive) > 1e-3, naive  # the bias the stateful metric removes
     inter, union = patch_overlaps(y, model.predict(x, batch_size=40, verbose=0))
     assert res[8]["jacard_coef"] == pytest.approx((inter.sum() + 1) / (union.sum() + 1), abs=1e-6)

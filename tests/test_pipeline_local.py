@@ -36,7 +36,7 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     first = load_records(Study.at(study))[0]["tasks"]
     assert len({t["job_id"] for t in first}) == 2  # 4 experiments packed 2 per task process
     assert {e["state"] for e in after["experiments"]} == {"completed"}
-    assert all(e["epoch"] == 2 and e["best_val_jacard"] > 0 for e in after["experiments"])
+    assert all(e["epoch"] == 2 and e["best_val_jaccard"] > 0 for e in after["experiments"])
 
     assert cli("collect", "--study", study) == 0
     results = pd.read_parquet(study / "results" / "results.parquet")

@@ -32,7 +32,7 @@ def writer(root: str, exp_ids: list[str], tag: int, errors) -> None:
         for exp_id in exp_ids:
             progress = Progress(study, exp_id, attempt=1, attempt_id="", epochs=3, state="starting")
             for epoch in range(1, 4):
-                progress.update(state="running", epoch=epoch, best_val_jacard=0.1 * epoch)
+                progress.update(state="running", epoch=epoch, best_val_jaccard=0.1 * epoch)
             if exp_id.endswith("bs32-s0"):
                 fake_shard(study, exp_id, 1, "failed", tag=f"{tag:08x}")  # then a retry that completes
                 fake_shard(study, exp_id, 2, tag=f"{tag:08x}")

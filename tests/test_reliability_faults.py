@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 EXP = "unet-lr5e-03-bs8-s0"
 ONE = ("grid.learning_rate=[5e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']", "train.epochs=3")
 METRICS = ["epoch", "loss", "val_loss", "jacard_coef", "val_jacard_coef", "iou", "val_iou", "dice", "val_dice", "lr"]
-SAME = ["best_val_jacard", "best_val_iou", "best_epoch", "epochs_run", "stopped_early", "final_loss",
+SAME = ["best_val_jaccard", "best_val_iou", "best_epoch", "epochs_run", "stopped_early", "final_loss",
         "final_val_loss"]
 
 

@@ -38,7 +38,7 @@ def fake_shard(study: Study, exp_id: str, attempt: int, status: str = "completed
     if status != "completed":
         history = history[:1]
     summary = {**row, "attempt": attempt, "attempt_id": attempt_id, "status": status, "finished_at": finished_at,
-               "started_at": finished_at, "best_val_jacard": score if status == "completed" else math.nan,
+               "started_at": finished_at, "best_val_jaccard": score if status == "completed" else math.nan,
                "epochs_run": len(history), "best_epoch": len(history), "restarts": 0, "resumed_from_epoch": 0,
                "error_type": "" if status == "completed" else "RuntimeError",
                "error_message": "" if status == "completed" else f"fabricated {status}",

@@ -21,13 +21,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 HEATMAPS = {
-    "best_val_jacard": "heatmap_jaccard",
+    "best_val_jaccard": "heatmap_jaccard",
     "val_loss_std": "heatmap_stability",
     "best_epoch": "heatmap_convergence",
     "overfit_gap_end": "heatmap_overfitting",
 }
 DPI = 110
-VALUE_FORMAT = {"best_val_jacard": "{:.3f}", "val_loss_std": "{:.3g}", "best_epoch": "{:.1f}",
+VALUE_FORMAT = {"best_val_jaccard": "{:.3f}", "val_loss_std": "{:.3g}", "best_epoch": "{:.1f}",
                 "overfit_gap_end": "{:.3g}"}
 
 

@@ -24,18 +24,18 @@ FACTOR_LABELS = {"architecture": "architecture", "learning_rate": "learning rate
 
 # metric column -> (label, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
-    "best_val_jacard": ("best val Jaccard", True),
+    "best_val_jaccard": ("best val Jaccard", True),
     "val_loss_std": ("val-loss std (stability)", False),
     "best_epoch": ("epochs to best (convergence)", False),
     "overfit_gap_end": ("overfitting gap (val - train loss, last epoch)", False),
     "jaccard_per_gpu_hour": ("best val Jaccard per GPU-hour", True),
 }
-PERFORMANCE = "best_val_jacard"
+PERFORMANCE = "best_val_jaccard"
 STABILITY = "val_loss_std"
 MISSING = "missing"
 
 _REQUIRED = ("exp_id", "status")
-_NUMERIC = ("best_val_jacard", "val_loss_std", "best_epoch", "overfit_gap_end", "overfit_gap_best",
+_NUMERIC = ("best_val_jaccard", "val_loss_std", "best_epoch", "overfit_gap_end", "overfit_gap_best",
             "total_train_seconds", "mean_epoch_seconds", "epochs_run", "peak_gpu_bytes", "param_count")
 
 
@@ -112,7 +112,7 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = np.nan
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     hours = out["total_train_seconds"] / 3600.0
-    out["jaccard_per_gpu_hour"] = np.where(hours > 0, out["best_val_jacard"] / hours.where(hours > 0), np.nan)
+    out["jaccard_per_gpu_hour"] = np.where(hours > 0, out["best_val_jaccard"] / hours.where(hours > 0), np.nan)
     for col in ("error_type", "error_message"):
         if col not in out.columns:
             out[col] = ""

@@ -134,7 +134,7 @@ def make_results(manifest: pd.DataFrame, *, jaccard: Effect = default_jaccard,
             epoch_s = {"UNet": 60.0, "Attention_UNet": 66.0, "Attention_ResUNet": 72.0}.get(cell[0], 60.0)
             epoch_s *= 8 / cell[2] * 0.5 + 0.5
             gap_end = 0.02 + 0.5 * std
-            rec.update(best_val_jacard=best, best_val_iou=best * 0.98, best_val_dice=2 * best / (1 + best),
+            rec.update(best_val_jaccard=best, best_val_iou=best * 0.98, best_val_dice=2 * best / (1 + best),
                        best_epoch=best_epoch, epochs_run=epochs, val_loss_std=std,
                        val_loss_std_detrended=std * 0.6, overfit_gap_best=gap_end / 2, overfit_gap_end=gap_end,
                        final_loss=0.05, final_val_loss=0.05 + gap_end, mean_epoch_seconds=epoch_s,
@@ -157,7 +157,7 @@ def _summary_defaults(row: dict, status: str) -> dict:
     return {
         "attempt_id": f"{row['exp_id']}.a001.0000abcd", "attempt": 1, "attempts": 1, "status": status,
         "error_type": error_type, "error_message": message, "error_traceback": "",
-        "diverged_epoch": 4 if status == "diverged" else 0, "best_val_jacard": nan, "best_val_iou": nan,
+        "diverged_epoch": 4 if status == "diverged" else 0, "best_val_jaccard": nan, "best_val_iou": nan,
         "best_val_dice": nan, "best_epoch": nan, "epochs_run": 0, "stopped_early": False,
         "val_loss_std": nan, "val_loss_std_detrended": nan, "overfit_gap_best": nan, "overfit_gap_end": nan,
         "final_loss": nan, "final_val_loss": nan, "mean_epoch_seconds": nan, "total_train_seconds": 0.0,
@@ -166,7 +166,7 @@ def _summary_defaults(row: dict, status: str) -> dict:
         "data_provenance": json.dumps({"kind": "synthetic", "patches": 1980, "patch_size": 256,
                                        "sha256": "0" * 64}),
         "restarts": 0, "resumed_from_epoch": 0, "job_id": "1234_0", "host": "gpu01",
-        "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T01:00:00", "test_jacard": nan,
+        "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T01:00:00", "test_jaccard": nan,
         "test_iou": nan, "test_dice": nan, "val_patch_intersection": [], "val_patch_union": [],
         "schema_version": SHARD_SCHEMA_VERSION,
     }
@@ -174,7 +174,7 @@ def _summary_defaults(row: dict, status: str) -> dict:
 
 def _history(row: dict, rec: dict, rng: np.random.Generator) -> list[dict]:
     """Learning curves whose maximum val Jaccard is the run's best, reached at its best epoch."""
-    epochs, best_epoch, best = int(rec["epochs_run"]), int(rec["best_epoch"]), float(rec["best_val_jacard"])
+    epochs, best_epoch, best = int(rec["epochs_run"]), int(rec["best_epoch"]), float(rec["best_val_jaccard"])
     t = np.arange(1, epochs + 1)
     rise = best * (1 - np.exp(-3 * t / best_epoch)) / (1 - np.exp(-3))
     val_j = np.where(t <= best_epoch, np.minimum(rise, best), best - 0.002 * (t - best_epoch))

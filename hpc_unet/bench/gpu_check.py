@@ -138,8 +138,8 @@ def run_one(arch: str, batch: int, precision: str, jit: bool, data: dict[str, An
            "protocol_epoch_s": train_s / n_train * PROTOCOL_TRAIN + val_s / max(1, n_val) * PROTOCOL_VAL,
            "forward_gmacs": macs / 1e9, "achieved_tflops": tflops, "peak_tflops": peak,
            "fraction_of_peak": tflops / peak if peak else None, "memory_peak_bytes": gpu_memory(),
-           "best_val_jacard": max(vj) if vj else None, "final_val_jacard": vj[-1] if vj else None,
-           "final_train_jacard": tj[-1] if tj else None,
+           "best_val_jaccard": max(vj) if vj else None, "final_val_jaccard": vj[-1] if vj else None,
+           "final_train_jaccard": tj[-1] if tj else None,
            "final_loss": float(hist.history["loss"][-1]), "finite": bool(np.isfinite(hist.history["loss"]).all()),
            "fit_s": fit_s}
     del model
@@ -255,13 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                 base = baseline.get(arch) or {}
                 if row is None or "error" in row or not base or "error" in base:
                     continue
-                diff = row["best_val_jacard"] - base["best_val_jacard"]
+                diff = row["best_val_jaccard"] - base["best_val_jaccard"]
                 payload["comparison"].append({
                     "architecture": arch, "batch": cfg.compare_batch, "variant": f"{precision}{' + jit' if jit else ''}",
                     "speedup_warm_epoch": base["warm_epoch_s"] / row["warm_epoch_s"],
-                    "float32_best_val_jacard": base["best_val_jacard"], "variant_best_val_jacard": row["best_val_jacard"],
+                    "float32_best_val_jaccard": base["best_val_jaccard"], "variant_best_val_jaccard": row["best_val_jaccard"],
                     "jaccard_difference": diff, "within_tolerance": abs(diff) <= cfg.tolerance, "finite": row["finite"],
-                    "train_jaccard_difference": row["final_train_jacard"] - base["final_train_jacard"],
+                    "train_jaccard_difference": row["final_train_jaccard"] - base["final_train_jaccard"],
                     "final_loss_float32": base["final_loss"], "final_loss_variant": row["final_loss"],
                     "first_epoch_s_float32": base["first_epoch_s"], "first_epoch_s_variant": row["first_epoch_s"]})
     payload["status"] = "ok" if not payload["skipped"] else "partial (time budget)"
@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(f"Precision / jit at batch {cfg.compare_batch}, {cfg.compare_epochs} epochs, same seed and data",
                     ["architecture", "variant", "speed-up", "val J float32", "val J variant", "diff",
                      f"within {cfg.tolerance:g}", "train J diff", "loss float32", "loss variant"],
-                    [[c["architecture"], c["variant"], c["speedup_warm_epoch"], c["float32_best_val_jacard"],
-                      c["variant_best_val_jacard"], c["jaccard_difference"], str(c["within_tolerance"]),
+                    [[c["architecture"], c["variant"], c["speedup_warm_epoch"], c["float32_best_val_jaccard"],
+                      c["variant_best_val_jaccard"], c["jaccard_difference"], str(c["within_tolerance"]),
                       c["train_jaccard_difference"], c["final_loss_float32"], c["final_loss_variant"]]
                      for c in payload["comparison"]])
     if payload["skipped"]:

@@ -94,7 +94,7 @@ def bench_options(architectures: tuple[str, ...] = ARCHITECTURES, lr: float = 5e
                      "status": summary["status"], "wall_s": wall,
                      "first_epoch_s": secs[0] if secs else None,
                      "warm_epoch_s": median(secs[1:]) if len(secs) > 1 else None,
-                     "best_val_jacard": summary.get("best_val_jacard"), "best_val_iou": summary.get("best_val_iou"),
+                     "best_val_jaccard": summary.get("best_val_jaccard"), "best_val_iou": summary.get("best_val_iou"),
                      "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run")})
     comparison = []
     for run in runs:
@@ -102,12 +102,12 @@ def bench_options(architectures: tuple[str, ...] = ARCHITECTURES, lr: float = 5e
                     and r["precision"] == "float32" and not r["jit_compile"]), None)
         if ref is None or run is ref or ref["status"] != "completed" or run["status"] != "completed":
             continue
-        diff = float(run["best_val_jacard"]) - float(ref["best_val_jacard"])
+        diff = float(run["best_val_jaccard"]) - float(ref["best_val_jaccard"])
         comparison.append({"architecture": run["architecture"], "seed": run["seed"],
                            "variant": f"{run['precision']}{' + jit' if run['jit_compile'] else ''}",
                            "speedup_warm_epoch": ref["warm_epoch_s"] / run["warm_epoch_s"],
                            "first_epoch_ratio": run["first_epoch_s"] / ref["first_epoch_s"],
-                           "jaccard_float32": ref["best_val_jacard"], "jaccard_variant": run["best_val_jacard"],
+                           "jaccard_float32": ref["best_val_jaccard"], "jaccard_variant": run["best_val_jaccard"],
                            "jaccard_difference": diff, "within_tolerance": abs(diff) <= tolerance})
     payload: dict[str, Any] = {
         "bench": "options", "machine": machine(), "workdir": str(base),
@@ -154,7 +154,7 @@ def print_options(payload: dict[str, Any]) -> None:
     print_table(
         "Runs (hpc-unet train per experiment; smoke data, fixed seeds)",
         ["experiment", "status", "first epoch s", "warm epoch s", "best val J", "best epoch"],
-        [[r["exp_id"], r["status"], r["first_epoch_s"], r["warm_epoch_s"], r["best_val_jacard"], r["best_epoch"]]
+        [[r["exp_id"], r["status"], r["first_epoch_s"], r["warm_epoch_s"], r["best_val_jaccard"], r["best_epoch"]]
          for r in payload["runs"]],
     )
     tol = payload["config"]["tolerance"]

@@ -51,7 +51,7 @@ def _fail(rec: dict[str, Any], status: str, attempt: int) -> dict[str, Any]:
     nan = float("nan")
     error_type, message = ERRORS.get(status, ERRORS["failed"])
     out = dict(rec)
-    for key in ("best_val_jacard", "best_val_iou", "best_val_dice", "val_loss_std", "val_loss_std_detrended",
+    for key in ("best_val_jaccard", "best_val_iou", "best_val_dice", "val_loss_std", "val_loss_std_detrended",
                 "overfit_gap_best", "overfit_gap_end", "final_loss", "final_val_loss", "mean_epoch_seconds"):
         out[key] = nan
     out.update(status=status, error_type=error_type, error_message=message, epochs_run=4,
@@ -103,7 +103,7 @@ def _write_chunk(root: str, lo: int, hi: int, kinds: tuple[str, ...], seed: int,
             "exp_id": exp_id, "host": "gpu01", "pid": 1, "job_id": f"1000_{rec['index']}", "attempt": attempt,
             "attempt_id": rec["attempt_id"], "epochs": int(rec["epochs"]), "restarts": 0, "state": state,
             "epoch": 12 if state == "running" else int(rec.get("epochs_run") or 0),
-            "best_val_jacard": None if state != "completed" else float(rec["best_val_jacard"]),
+            "best_val_jaccard": None if state != "completed" else float(rec["best_val_jaccard"]),
             "last_epoch_seconds": 61.5, "updated_at": now, "started_at": "2026-01-01T00:00:00+0000"})
     return written
 
@@ -168,7 +168,7 @@ def _progress_running(study: Any, exp_id: str, index: int, epochs: int) -> None:
     atomic_write_json(study.progress_file(exp_id), {
         "exp_id": exp_id, "host": "gpu01", "pid": 1, "job_id": f"1000_{index}", "attempt": 1,
         "attempt_id": f"{exp_id}.a001.00000001", "epochs": epochs, "restarts": 0, "state": "running",
-        "epoch": 12, "best_val_jacard": 0.61, "last_epoch_seconds": 61.5, "updated_at": time.time(),
+        "epoch": 12, "best_val_jaccard": 0.61, "last_epoch_seconds": 61.5, "updated_at": time.time(),
         "started_at": "2026-01-01T00:00:00+0000"})
 
 

@@ -207,7 +207,7 @@ def fit_paths(paths: list[str], arch: str, batch: int, data: dict[str, Any],
             "epoch_images_per_s": n_train / (train_s + val_s) if train_s + val_s > 0 else float("nan"),
             "protocol_epoch_s": train_s / n_train * PROTOCOL_TRAIN + val_s / n_val * PROTOCOL_VAL,
             "fit_s": total, "final_loss": float(hist.history["loss"][-1]),
-            "final_val_jacard": float(hist.history["val_jacard_coef"][-1]),
+            "final_val_jaccard": float(hist.history["val_jacard_coef"][-1]),
         })
     return rows
 

@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"hpc-unet train: {args.experiment} ended as a failure ({type(exc).__name__}: {exc}); "
               f"its shard is in {study.shards_dir}")
         return 1
-    if summary.get("status") == "completed" and "best_val_jacard" in summary:
-        print(f"{args.experiment}: completed, best val Jaccard {summary['best_val_jacard']:.4f} at epoch "
+    if summary.get("status") == "completed" and "best_val_jaccard" in summary:
+        print(f"{args.experiment}: completed, best val Jaccard {summary['best_val_jaccard']:.4f} at epoch "
               f"{summary['best_epoch']}/{summary['epochs_run']}")
     else:
         print(f"{args.experiment}: {summary.get('status')} {summary.get('note') or summary.get('error_message', '')}")

@@ -27,7 +27,7 @@ class TrainTask(submitit.helpers.Checkpointable):
 
         study = Study.at(self.study_root)
         summary = run_experiment(get_row(study, self.exp_id), study, attempt=self.attempt, fresh=self.fresh)
-        return {k: summary.get(k) for k in ("exp_id", "status", "best_val_jacard", "epochs_run")}
+        return {k: summary.get(k) for k in ("exp_id", "status", "best_val_jaccard", "epochs_run")}
 
     def __repr__(self) -> str:
         return f"TrainTask({self.exp_id!r}, attempt={self.attempt})"

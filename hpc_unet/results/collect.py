@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hpc_unet.results.schema import HISTORY_COLUMNS
+from hpc_unet.results.schema import HISTORY_COLUMNS, migrate_summary
 from hpc_unet.results.shards import history_file_for, parse_summary_name, summary_files
 from hpc_unet.study import Study, atomic_write, atomic_write_json
 
@@ -119,6 +119,8 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
     cached = _read_cache(cache_file)
     if cached is not None and "_file" not in cached.column_names:
         cached = None
+    if cached is not None:
+        cached = migrate_summary(cached)
     known = set(cached.column("_file").to_pylist()) if cached is not None else set()
     new = [p for p in paths if p.name not in known]
     report.shards_read = len(new)
@@ -128,6 +130,7 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
             report.unreadable.append(path.name)
             continue
         assert table is not None
+        table = migrate_summary(table)
         fresh.append(table.append_column("_file", pa.array([path.name] * table.num_rows, pa.string())))
     names = {p.name for p in paths}
     if cached is not None and cached.num_rows:

@@ -10,7 +10,12 @@ attempt; a resubmission is a new one) plus a random suffix so two racing writers
 
 from __future__ import annotations
 
-SHARD_SCHEMA_VERSION = 1
+SHARD_SCHEMA_VERSION = 2
+
+# Spelling rule: the Keras metric and its history columns keep the seed's name (`jacard_coef`,
+# `val_jacard_coef`, what EarlyStopping monitors); every other column and all prose say "jaccard".
+# Version 1 shards spelt two summary columns the seed's way; readers rename them on read.
+RENAMED_COLUMNS_V1 = {"best_val_jacard": "best_val_jaccard", "test_jacard": "test_jaccard"}
 
 STATUSES = ("completed", "failed", "oom", "diverged", "skipped")
 
@@ -24,10 +29,10 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "error_message": "exception message",
     "error_traceback": "last lines of the traceback",
     "diverged_epoch": "epoch whose loss was NaN/inf (0 if none)",
-    "best_val_jacard": "max over epochs of val_jacard_coef (stateful, whole validation set)",
+    "best_val_jaccard": "max over epochs of val_jacard_coef (stateful, whole validation set)",
     "best_val_iou": "val_iou at the best epoch (thresholded at 0.5)",
     "best_val_dice": "val_dice at the best epoch",
-    "best_epoch": "1-based epoch of best_val_jacard (convergence speed)",
+    "best_epoch": "1-based epoch of best_val_jaccard (convergence speed)",
     "epochs_run": "epochs trained",
     "stopped_early": "EarlyStopping ended the run before `epochs`",
     "val_loss_std": "population std of val_loss over all epochs run (stability)",
@@ -53,7 +58,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "host": "node name",
     "started_at": "ISO time the attempt first started",
     "finished_at": "ISO time the shard was written",
-    "test_jacard": "test-set Jaccard with the best weights (NaN without a test set)",
+    "test_jaccard": "test-set Jaccard with the best weights (NaN without a test set)",
     "test_iou": "test-set IoU at 0.5",
     "test_dice": "test-set dice",
     "val_patch_intersection": "list: per validation patch sum(t*p) with the best weights (for bootstraps)",
@@ -77,3 +82,9 @@ HISTORY_COLUMNS: dict[str, str] = {
     "lr": "learning rate used in this epoch",
     "epoch_seconds": "wall seconds of the epoch",
 }
+
+
+def migrate_summary(table):  # noqa: ANN001, ANN201 (pyarrow is imported by callers, not here)
+    """A summary table of any schema version with today's column names (version 1 -> 2 renames)."""
+    names = [RENAMED_COLUMNS_V1.get(n, n) for n in table.column_names]
+    return table.rename_columns(names) if names != table.column_names else table

@@ -71,7 +71,7 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
             table.add_column("node", no_wrap=True)
         for r in items:
             style = STATE_STYLE.get(r["state"], "")
-            best = r.get("best_val_jacard")
+            best = r.get("best_val_jaccard")
             cells = [
                 r["exp_id"], f"{r['learning_rate']:g}", str(r["batch_size"]), str(r["seed"]),
                 f"[{style}]{r['state']}[/]", f"{r['epoch'] or 0}/{r['epochs']}",

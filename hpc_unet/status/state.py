@@ -92,7 +92,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
         state = status if status else "pending"
         if task and not attempt_done:
             state = _live_state(task, prog, sched, now) or "lost"
-        row = {**rec, "state": state, "epoch": prog.get("epoch", 0), "best_val_jacard": prog.get("best_val_jacard"),
+        row = {**rec, "state": state, "epoch": prog.get("epoch", 0), "best_val_jaccard": prog.get("best_val_jaccard"),
                "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": prog.get("restarts", 0),
                "job_id": task.get("job_id", ""), "executor": task.get("executor", ""),
                "slurm_state": getattr(sched, "state", "") if sched else "",

@@ -306,7 +306,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
             state={"history": history, "finished": done, "early_stopping": early.get_state(),
                    "reduce_lr": plateau.get_state() if plateau else None, "seed": int(row["seed"]),
                    "exp_id": exp_id}))
-        progress.update(state="running", epoch=epoch, best_val_jacard=best,
+        progress.update(state="running", epoch=epoch, best_val_jaccard=best,
                         last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"])
         if "first_epoch" not in phases:
             phases.mark("first_epoch")
@@ -330,10 +330,10 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
         model.set_weights(best_weights)
 
     inter, union = patch_overlaps(np.asarray(data.val_y), _predict(model, data.val_x, batch))
-    test: dict[str, float] = {"test_jacard": math.nan, "test_iou": math.nan, "test_dice": math.nan}
+    test: dict[str, float] = {"test_jaccard": math.nan, "test_iou": math.nan, "test_dice": math.nan}
     if data.test_x is not None:
         scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
-        test = {"test_jacard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
+        test = {"test_jaccard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
                 "test_dice": float(scores["dice"])}
     model_bytes = _save_model(builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras")
     phases.mark("finalize")
@@ -342,7 +342,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
                "model_bytes": model_bytes, "peak_gpu_bytes": _peak_gpu_bytes(),
                "max_rss_bytes": runinfo.max_rss_bytes(), "finished_at": now_iso()}
     write_shard(study, summary, history)
-    progress.update(state="completed", epoch=len(history), best_val_jacard=summary["best_val_jacard"],
+    progress.update(state="completed", epoch=len(history), best_val_jaccard=summary["best_val_jaccard"],
                     finished_at=time.time())
     fault_point("after-shard")
     clear(ckpt_dir)

@@ -39,7 +39,7 @@ def summarize_history(history: list[dict[str, Any]], epochs: int) -> dict[str, A
     best = int(np.nanargmax(vj)) if np.isfinite(vj).any() else len(vj) - 1
     steady = secs[1:] if len(secs) > 1 else secs
     return {
-        "best_val_jacard": float(vj[best]),
+        "best_val_jaccard": float(vj[best]),
         "best_val_iou": float(history[best].get("val_iou", math.nan)),
         "best_val_dice": float(history[best].get("val_dice", math.nan)),
         "best_epoch": int(history[best]["epoch"]),

@@ -50,3 +50,30 @@ def test_a_collect_without_any_result_is_a_user_error(tmp_path, capsys):
         load_study(study.root)
     assert main(["analyze", "--study", str(study.root)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_analysis_never_pairs_results_with_another_collects_history(tmp_path):
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from hpc_unet.results.collect import COLLECT_KEY
+
+    study = make_study(tmp_path / "s", results=False)
+    frame, hist = make_results(read_manifest(study), seed=3)
+    for row in frame.drop(columns=["attempts"]).to_dict("records"):
+        row["attempt"], row["attempt_id"] = 1, row["exp_id"] + ".a001.0000abcd"
+        write_shard(study, row, hist[hist["exp_id"] == row["exp_id"]].to_dict("records"))
+    collect(study)
+    path = study.results_dir / "history.parquet"
+    real = path.read_bytes()
+    # another collect has replaced history.parquet but not yet results.parquet
+    other = pq.read_table(path).slice(0, 0)
+    pq.write_table(other.replace_schema_metadata({COLLECT_KEY: b"another collect"}), path)
+    timer = threading.Timer(0.3, path.write_bytes, args=(real,))
+    timer.start()
+    try:
+        data = load_study(study.root)
+    finally:
+        timer.join()
+    assert set(data.history["exp_id"]) == set(data.completed["exp_id"])

@@ -90,18 +90,44 @@ def history_file(study: Study) -> Path:
 
 def read_results(study: Study) -> pd.DataFrame:
     """results.parquet, or a one-line UserError that says to run collect."""
-    path = results_file(study)
-    if not path.exists():
-        raise UserError(f"{study.root} has no results yet ({path} is missing); run "
+    _require_results(study)
+    return _check_results(study, _read_parquet(results_file(study), "results"))
+
+
+def _require_results(study: Study) -> None:
+    if not results_file(study).exists():
+        raise UserError(f"{study.root} has no results yet ({results_file(study)} is missing); run "
                         f"`hpc-unet collect --study {study.root}` first")
-    frame = _read_parquet(path, "results")
+
+
+def _check_results(study: Study, frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in _REQUIRED if c not in frame.columns]
     if missing:
-        raise UserError(f"{path} lacks columns {missing}; rerun `hpc-unet collect --study {study.root}`")
+        raise UserError(f"{results_file(study)} lacks columns {missing}; rerun "
+                        f"`hpc-unet collect --study {study.root}`")
     if frame.empty:
         raise UserError(f"no experiment of {study.root} has a result yet; when runs have finished, run "
                         f"`hpc-unet collect --study {study.root}` again (see `hpc-unet status`)")
     return frame
+
+
+def read_results_and_history(study: Study) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """results.parquet and history.parquet written by the same collect (a concurrent collect replaces
+    both files one after the other; ``read_collected`` rereads until their collect tokens match).
+    History is None when the study has none."""
+    from hpc_unet.results.collect import read_collected
+
+    _require_results(study)
+    if not history_file(study).exists():
+        return read_results(study), None
+    try:
+        results, history = read_collected(study)
+    except RuntimeError as exc:
+        raise UserError(f"{exc}; wait for it to finish and run this again") from exc
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UserError(f"{study.results_dir} has an unreadable results/history file ({type(exc).__name__}: "
+                        f"{exc}); rerun `hpc-unet collect --study {study.root}` to rewrite them") from exc
+    return _check_results(study, results), history
 
 
 def derive(frame: pd.DataFrame) -> pd.DataFrame:
@@ -149,17 +175,14 @@ def load_study(path: str | Path) -> StudyData:
     study = Study.at(path)
     study.require()
     manifest = read_manifest(study)
-    results = read_results(study)
+    results, history = read_results_and_history(study)
     notes: list[str] = []
     runs = join_manifest(manifest, results, notes)
-    history = None
-    if history_file(study).exists():
-        history = _read_parquet(history_file(study), "history")
-        if not {"exp_id", "epoch"} <= set(history.columns):
-            notes.append("history.parquet lacks exp_id/epoch columns; learning curves skipped")
-            history = None
-    else:
+    if history is None:
         notes.append("no results/history.parquet; learning curves and epochs-to-baseline skipped")
+    elif not {"exp_id", "epoch"} <= set(history.columns):
+        notes.append("history.parquet lacks exp_id/epoch columns; learning curves skipped")
+        history = None
     extra = varying_settings(manifest)
     if extra:
         notes.append(f"settings {extra} also vary in this study; the analysis pools over them")

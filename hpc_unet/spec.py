@@ -24,6 +24,10 @@ LOSSES = ("focal", "bce", "dice_bce")
 PRECISIONS = ("float32", "mixed_bfloat16")
 DATA_KINDS = ("tiff", "folders", "synthetic")
 OOM_POLICIES = ("record", "skip-larger-batches")
+AUGMENTS = ("none", "d4")
+NORMALIZE_METHODS = ("auto", "dtype", "minmax", "percentile")
+NORMALIZE_PER = ("image", "dataset")
+MASK_KINDS = ("binary", "labels")
 
 
 def _pos_float(v: Any) -> bool:
@@ -81,6 +85,7 @@ TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "run_eagerly": (False, _bool, "true or false (eager is faster only for tiny models on a CPU)"),
     "graph_rewrites": (True, _bool, "true or false (false skips Grappler at trace time: a faster start for "
                        "tiny CPU models, slower steps on GPUs)"),
+    "augment": ("none", lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)} (d4: the 8 flips/90-degree rotations)"),
 }
 
 DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
@@ -97,6 +102,14 @@ DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "synth_height": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
     "synth_width": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
     "synth_seed": (0, _nonneg_int, "a non-negative integer"),
+    "normalize": ("auto", lambda v: v in NORMALIZE_METHODS,
+                  f"one of {', '.join(NORMALIZE_METHODS)} (auto: dtype for 8-bit, percentile for other integers, "
+                  "minmax for floats)"),
+    "percentile_low": (1.0, lambda v: _nonneg_float(v) and v < 100, "a number in [0, 100)"),
+    "percentile_high": (99.8, lambda v: _pos_float(v) and v <= 100, "a number in (0, 100]"),
+    "normalize_per": ("image", lambda v: v in NORMALIZE_PER, f"one of {', '.join(NORMALIZE_PER)}"),
+    "mask": ("binary", lambda v: v in MASK_KINDS, f"one of {', '.join(MASK_KINDS)} (labels: every value > 0 is "
+             "foreground)"),
 }
 
 SLURM_KEYS = (
@@ -227,6 +240,9 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
                 raise UserError(f"[data] {key} is required for kind = '{data['kind']}'; set it to a path")
     if bool(data["test_images"]) != bool(data["test_masks"]):
         raise UserError("[data] test_images and test_masks go together: set both or neither")
+    if data["percentile_low"] >= data["percentile_high"]:
+        raise UserError(f"[data] percentile_low = {data['percentile_low']} must be below percentile_high = "
+                        f"{data['percentile_high']} (e.g. 1 and 99.8)")
     for key in ("images", "masks", "test_images", "test_masks"):
         data[key] = _resolve_path(data[key], base)
 

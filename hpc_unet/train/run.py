@@ -20,8 +20,9 @@ from hpc_unet import runinfo
 from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_iso, write_shard
 from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
 from hpc_unet.train.checkpoint import Bundle, clear, load_latest, save_bundle
+from hpc_unet.train.examples import EXAMPLES_FILE, save_run_examples
 from hpc_unet.train.progress import Progress
-from hpc_unet.train.summary import summarize_history
+from hpc_unet.train.summary import learned_columns, summarize_history
 
 ENV_THREADS = "HPC_UNET_THREADS"
 
@@ -329,7 +330,11 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     if best_weights is not None:
         model.set_weights(best_weights)
 
-    inter, union = patch_overlaps(np.asarray(data.val_y), _predict(model, data.val_x, batch))
+    val_pred = _predict(model, data.val_x, batch)
+    inter, union = patch_overlaps(np.asarray(data.val_y), val_pred)
+    examples = study.run_dir(exp_id) / EXAMPLES_FILE
+    save_run_examples(examples, lambda x: _predict(model, x, batch), data.val_x, data.val_y, val_pred,
+                      data.test_x, data.test_y)
     test: dict[str, float] = {"test_jaccard": math.nan, "test_iou": math.nan, "test_dice": math.nan}
     if data.test_x is not None:
         scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
@@ -341,6 +346,8 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
                "val_patch_intersection": inter.tolist(), "val_patch_union": union.tolist(),
                "model_bytes": model_bytes, "peak_gpu_bytes": _peak_gpu_bytes(),
                "max_rss_bytes": runinfo.max_rss_bytes(), "finished_at": now_iso()}
+    summary.update(learned_columns(summary, np.asarray(data.val_y)),
+                   examples=str(examples.relative_to(study.root)))
     write_shard(study, summary, history)
     progress.update(state="completed", epoch=len(history), best_val_jaccard=summary["best_val_jaccard"],
                     finished_at=time.time())

@@ -54,3 +54,51 @@ def summarize_history(history: list[dict[str, Any]], epochs: int) -> dict[str, A
         "mean_epoch_seconds": float(np.mean(steady)),
         "total_train_seconds": float(np.sum(secs)),
     }
+
+
+# A run "learned" when its validation score closes at least this share of the gap between the best
+# trivial predictor and a perfect score, on its soft Jaccard or its thresholded IoU (docs/analysis.md).
+LEARNED_SKILL = 0.10
+
+
+def _pooled(inter: float, union: float) -> float:
+    return float((inter + 1.0) / (union + 1.0))
+
+
+def trivial_scores(val_y: np.ndarray) -> dict[str, float]:
+    """Best soft Jaccard and thresholded IoU of predictors that ignore the image, on these masks.
+
+    The three predictors: all background (p = 0), all foreground (p = 1) and the constant mask fraction
+    (p = f). Pooled with the same +1 smoothing as the Keras metrics, so a run's score compares like for like.
+    """
+    t = np.asarray(val_y, dtype=np.float64)
+    n, s = float(t.size), float(t.sum())
+    s_hard = float(np.count_nonzero(t > 0.5))
+    frac = s / n if n else math.nan
+    soft = [_pooled(c * s, s + c * n - c * s) for c in (0.0, 1.0, frac)]
+    hard = [_pooled(s_hard, n) if c > 0.5 else _pooled(0.0, s_hard) for c in (0.0, 1.0, frac)]
+    return {"val_mask_fraction": frac, "trivial_val_jaccard": max(soft), "trivial_val_iou": max(hard)}
+
+
+def skill(score: float, trivial: float) -> float:
+    """Share of the headroom above the trivial score that ``score`` closes (1 = perfect, <= 0 = no better)."""
+    if not (math.isfinite(score) and math.isfinite(trivial)) or trivial >= 1.0:
+        return math.nan
+    return (score - trivial) / (1.0 - trivial)
+
+
+def learning_evidence(best_jaccard: float, best_iou: float, trivial_jaccard: float,
+                      trivial_iou: float) -> dict[str, Any]:
+    """``learned`` and ``learned_skill`` (the better of the Jaccard and IoU skills; NaN when unknown)."""
+    skills = [x for x in (skill(best_jaccard, trivial_jaccard), skill(best_iou, trivial_iou)) if math.isfinite(x)]
+    best = max(skills) if skills else math.nan
+    return {"learned_skill": best, "learned": bool(best >= LEARNED_SKILL) if skills else None}
+
+
+def learned_columns(summary: dict[str, Any], val_y: np.ndarray) -> dict[str, Any]:
+    """The did-it-learn columns of a completed run's summary, from its validation masks."""
+    trivial = trivial_scores(val_y)
+    evidence = learning_evidence(float(summary.get("best_val_jaccard", math.nan)),
+                                 float(summary.get("best_val_iou", math.nan)),
+                                 trivial["trivial_val_jaccard"], trivial["trivial_val_iou"])
+    return {**trivial, **evidence}

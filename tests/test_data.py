@@ -116,19 +116,22 @@ def test_uint16_and_float_scaling_and_single_page(tmp_path):
     mask = np.zeros((32, 32), np.uint8)
     mask[:, :16] = 1  # 0/1 masks binarize the same as 0/255
     i, m = _stack(tmp_path / "a" / "i.tif", img16), _stack(tmp_path / "a" / "m.tif", mask)
-    prep = prepare(_cfg(i, m, val_fraction=0.25), tmp_path / "c1", tmp_path / "d")
+    prep = prepare(_cfg(i, m, val_fraction=0.25, normalize="dtype"), tmp_path / "c1", tmp_path / "d")
     x = np.concatenate([prep.train_x, prep.val_x])
     assert x.shape == (4, 16, 16, 1)
     assert sorted(np.unique(x).tolist()) == pytest.approx([0.0, 32768 / 65535, 1.0])
-    assert prep.provenance["scaling"]["divisor"] == 65535
+    assert prep.provenance["scaling"]["high"] == 65535 and prep.provenance["scaling"]["method"] == "dtype"
     assert prep.provenance["image_shape"] == [1, 32, 32, 1] and prep.provenance["mask_values"] == [0, 1]
+    auto = prepare(_cfg(i, m, val_fraction=0.25), tmp_path / "c1", tmp_path / "d")
+    assert auto.cache_key != prep.cache_key  # the normalisation is part of the cache key
+    assert auto.provenance["scaling"]["method"] == "percentile" and auto.provenance["scaling"]["per"] == "image"
 
     f = np.linspace(-3.0, 5.0, 32 * 32, dtype=np.float32).reshape(32, 32)
     i2 = _stack(tmp_path / "b" / "i.tif", f)
     prep = prepare(_cfg(i2, m, val_fraction=0.25), tmp_path / "c2", tmp_path / "d")
     x = np.concatenate([prep.train_x, prep.val_x])
     assert x.min() == 0.0 and x.max() == pytest.approx(1.0)
-    assert prep.provenance["scaling"]["method"] == "min_max"
+    assert prep.provenance["scaling"]["method"] == "minmax"
 
 
 def test_rgb_tiff_keeps_channels_and_bool_masks(tmp_path):

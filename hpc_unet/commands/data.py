@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--images", required=True, help="image TIFF stack, or folder of images")
     p.add_argument("--masks", required=True, help="mask TIFF stack, or folder of masks paired by file stem")
     p.add_argument("--patch-size", type=int, default=256, help="patch size to count patches for (default 256)")
+    p.add_argument("--normalize", default="auto", help="[data] normalize to check: auto (default), dtype, minmax "
+                   "or percentile")
+    p.add_argument("--normalize-per", default="image", help="[data] normalize_per: image (default) or dataset")
+    p.add_argument("--percentile-low", type=float, default=1.0, help="[data] percentile_low (default 1)")
+    p.add_argument("--percentile-high", type=float, default=99.8, help="[data] percentile_high (default 99.8)")
+    p.add_argument("--mask", default="binary", help="[data] mask: binary (default) or labels (values > 0 are "
+                   "foreground)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = sub.add_parser("prepare", help="build the patch cache of every data setting in a study's manifest")
@@ -62,15 +70,24 @@ def _info(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from hpc_unet.data import normalize
     from hpc_unet.data.sources import load_pair
-    from hpc_unet.data.tiling import patch_grid, scale_info
+    from hpc_unet.data.tiling import patch_grid
     from hpc_unet.errors import UserError
+    from hpc_unet.spec import DATA_PARAMS, check_value
 
     if args.patch_size < 1:
         raise UserError("--patch-size must be a positive integer")
+    cfg = {"normalize": args.normalize, "normalize_per": args.normalize_per,
+           "percentile_low": args.percentile_low, "percentile_high": args.percentile_high, "mask": args.mask}
+    for key, value in cfg.items():
+        check_value("data", DATA_PARAMS, key, value)
     images, masks = Path(args.images).expanduser().resolve(), Path(args.masks).expanduser().resolve()
     kind = "folders" if images.is_dir() else "tiff"
-    pair = load_pair(kind, images, masks)
+    pair = load_pair(kind, images, masks, mask_mode=args.mask)
+    scaling = normalize.plan(pair.images, cfg)
+    used = normalize.range_used([normalize.normalize_stack(a, scaling) for a in pair.images])
+    advice = normalize.low_range_advice(used, scaling)
     p = args.patch_size
     patches, small = 0, []
     for img, name in zip(pair.images, pair.names, strict=True):
@@ -84,13 +101,16 @@ def _info(args: argparse.Namespace) -> int:
         "kind": kind, "images": str(images), "masks": str(masks),
         "count": pair.count, "count_unit": "slices" if kind == "tiff" else "files",
         "image_shape": pair.image_shape(), "image_dtype": pair.dtype, "value_range": [lo, hi],
-        "scaling": scale_info(pair.images), "mask_values": pair.mask_values,
+        "scaling": scaling, "range_used": round(used, 6), "mask": args.mask, "mask_objects": pair.mask_objects,
+        "warnings": [advice] if advice else [], "mask_values": pair.mask_values,
         "mask_fraction": round(pair.mask_fraction(), 6),
         "patch_size": p, "patches": patches, "smaller_than_patch": small,
         "images_sha256": pair.images_sha256, "masks_sha256": pair.masks_sha256,
     }
     if args.json:
         print(json.dumps(info, indent=2))
+        if advice:
+            print(f"warning: {advice}", file=sys.stderr)
         return 0
     n, h, w, c = info["image_shape"]
     size = f"{h}x{w}" if h is not None else "mixed sizes"
@@ -101,8 +121,12 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  images:     {files}{n} slice(s) of {size}, {c} channel(s), {pair.dtype}, values {lo:g}..{hi:g}")
     if len(sizes) > 1:
         print(f"  sizes:      {', '.join(f'{a}x{b}' for a, b in sizes[:8])}{' ...' if len(sizes) > 8 else ''}")
+    print(f"  scaling:    {normalize.describe(scaling)}: the pixels span {100 * used:.1f} % of [0, 1]")
+    if advice:
+        print(f"  warning:    {advice}")
+    objects = f", {pair.mask_objects} objects (labels > 0 per slice)" if pair.mask_objects is not None else ""
     print(f"  masks:      values {', '.join(f'{v:g}' for v in pair.mask_values)} -> foreground fraction "
-          f"{info['mask_fraction']:.4f}")
+          f"{info['mask_fraction']:.4f}{objects}")
     dropped = sorted({(a.shape[1] % p, a.shape[2] % p) for a in pair.images})
     print(f"  patches:    {patches} of {p}x{p} (edge pixels dropped bottom x right: "
           f"{', '.join(f'{b}x{r}' for b, r in dropped)})")

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpc_unet.data import cache, sources, synth
-from hpc_unet.data.tiling import scale_info, split_indices, tile, to_unit
+from hpc_unet.data import cache, normalize, sources, synth
+from hpc_unet.data.tiling import patch_grid, split_indices, tile
 from hpc_unet.errors import UserError
 from hpc_unet.spec import DATA_PARAMS, check_value
 from hpc_unet.study import atomic_write_json
 
 PATH_KEYS = ("images", "masks", "test_images", "test_masks")
+NORMALIZE_KEYS = ("normalize", "normalize_per", "percentile_low", "percentile_high")
 
 
 @dataclass
@@ -73,6 +75,9 @@ def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
         out[key] = value
     if bool(out["test_images"]) != bool(out["test_masks"]):
         raise UserError("[data] test_images and test_masks go together: set both or neither")
+    if out["percentile_low"] >= out["percentile_high"]:
+        raise UserError(f"[data] percentile_low = {out['percentile_low']} must be below percentile_high = "
+                        f"{out['percentile_high']} (e.g. 1 and 99.8)")
     return out
 
 
@@ -133,12 +138,15 @@ def _settings(cfg: dict[str, Any], srcs: list[_Source]) -> dict[str, Any]:
         "patch_size": cfg["patch_size"], "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"],
         "max_patches": cfg["max_patches"],
         "synthetic": _synth_params(cfg) if cfg["kind"] == "synthetic" else None,
+        **{k: cfg[k] for k in NORMALIZE_KEYS}, "mask": cfg["mask"],
     }
 
 
-def _tiles(pair: sources.Pair, patch: int, role: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """All patches of a source: raw-dtype images (N, P, P, C), uint8 masks (N, P, P); edge pixels dropped."""
-    xs, ys = [], []
+def _tiles(pair: sources.Pair, patch: int, role: str, scaling: dict[str, Any]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """All patches of a source: raw-dtype images (N, P, P, C), uint8 masks (N, P, P) and the (2, N)
+    normalisation low/high of the image each patch comes from (whole-image statistics, as in predict)."""
+    xs, ys, lows, highs = [], [], [], []
     dropped = [0, 0]
     for img, mask, name in zip(pair.images, pair.masks, pair.names, strict=True):
         h, w = img.shape[1:3]
@@ -148,9 +156,13 @@ def _tiles(pair: sources.Pair, patch: int, role: str) -> tuple[np.ndarray, np.nd
         dropped = [max(dropped[0], h % patch), max(dropped[1], w % patch)]
         xs.append(tile(img, patch))
         ys.append(tile(mask, patch))
+        rows, cols = patch_grid(h, w, patch)
+        lo, hi = normalize.image_ranges(img, scaling)
+        lows.append(np.repeat(lo, rows * cols))
+        highs.append(np.repeat(hi, rows * cols))
     x = xs[0] if len(xs) == 1 else np.concatenate(xs)
     y = ys[0] if len(ys) == 1 else np.concatenate(ys)
-    return x, y, dropped
+    return x, y, np.stack([np.concatenate(lows), np.concatenate(highs)]), dropped
 
 
 def _as_target(y: np.ndarray) -> np.ndarray:
@@ -165,7 +177,7 @@ def build(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str]
           ) -> tuple[dict[str, np.ndarray | None], dict[str, Any]]:
     """Read, check, tile, scale and split. Raises UserError before anything is written."""
     patch = cfg["patch_size"]
-    pairs = [sources.load_pair(s.kind, s.images, s.masks, s.role) for s in srcs]
+    pairs = [sources.load_pair(s.kind, s.images, s.masks, s.role, cfg["mask"]) for s in srcs]
     for s, pair in zip(srcs, pairs, strict=True):
         for key, got in ((f"{s.role}images", pair.images_sha256), (f"{s.role}masks", pair.masks_sha256)):
             if expected.get(key) and expected[key] != got:
@@ -176,14 +188,18 @@ def build(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str]
     if len(pairs) > 1 and pairs[1].channels != train_pair.channels:
         raise UserError(f"[data] test_images: {pairs[1].images_path} has {pairs[1].channels} channel(s) but the "
                         f"training images have {train_pair.channels}; use the same channel count")
-    x_raw, y_raw, dropped = _tiles(train_pair, patch, "")
-    info = scale_info(train_pair.images)
+    scaling = normalize.plan(train_pair.images, cfg)
+    x_raw, y_raw, ranges, dropped = _tiles(train_pair, patch, "", scaling)
     train_idx, val_idx = split_indices(len(x_raw), cfg["val_fraction"], cfg["split_seed"], cfg["max_patches"])
     arrays: dict[str, np.ndarray | None] = {
-        "train_x": to_unit(x_raw[train_idx], info), "train_y": _as_target(y_raw[train_idx]),
-        "val_x": to_unit(x_raw[val_idx], info), "val_y": _as_target(y_raw[val_idx]),
+        "train_x": normalize.apply(x_raw[train_idx], *ranges[:, train_idx]), "train_y": _as_target(y_raw[train_idx]),
+        "val_x": normalize.apply(x_raw[val_idx], *ranges[:, val_idx]), "val_y": _as_target(y_raw[val_idx]),
         "test_x": None, "test_y": None,
     }
+    used_range = normalize.range_used(arrays["train_x"])
+    advice = normalize.low_range_advice(used_range, scaling)
+    if advice:
+        print(f"hpc-unet: warning: {advice}", file=sys.stderr)
     used = np.concatenate([train_idx, val_idx])
     prov: dict[str, Any] = {
         "kind": cfg["kind"],
@@ -193,7 +209,8 @@ def build(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str]
         "count": train_pair.count, "count_unit": "slices" if train_pair.kind == "tiff" else "files",
         "image_shape": train_pair.image_shape(), "image_dtype": train_pair.dtype,
         "channels": train_pair.channels, "mask_values": train_pair.mask_values,
-        "scaling": info,
+        "scaling": scaling, "range_used": round(used_range, 6), "mask": cfg["mask"],
+        "mask_objects": train_pair.mask_objects,
         "patch_size": patch, "edge_dropped_pixels": {"bottom": dropped[0], "right": dropped[1]},
         "patches_total": int(len(x_raw)), "patches_used": int(len(used)),
         "patches_train": int(len(train_idx)), "patches_val": int(len(val_idx)), "patches_test": 0,
@@ -209,13 +226,14 @@ def build(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str]
     del x_raw, y_raw
     if len(pairs) > 1:
         tp = pairs[1]
-        tx, ty, _ = _tiles(tp, patch, "test_")
-        arrays["test_x"], arrays["test_y"] = to_unit(tx, scale_info(tp.images)), _as_target(ty)
+        tx, ty, test_ranges, _ = _tiles(tp, patch, "test_", scaling)
+        arrays["test_x"], arrays["test_y"] = normalize.apply(tx, *test_ranges), _as_target(ty)
         prov.update({
             "test_images": str(tp.images_path), "test_masks": str(tp.masks_path),
             "test_images_sha256": tp.images_sha256, "test_masks_sha256": tp.masks_sha256,
             "test_count": tp.count, "test_image_shape": tp.image_shape(),
             "patches_test": int(len(tx)), "mask_fraction_test": _fraction(ty),
+            "test_mask_objects": tp.mask_objects,
         })
     return arrays, prov
 

@@ -44,6 +44,7 @@ class Pair:
     dtype: str
     channels: int
     mask_values: list[float] = field(default_factory=list)
+    mask_objects: int | None = None
 
     @property
     def count(self) -> int:
@@ -264,8 +265,17 @@ def _fmt_values(values: Any, limit: int = 6) -> str:
     return ", ".join(vals) + (", ..." if len(values) > limit else "")
 
 
-def load_pair(kind: str, images: Path, masks: Path, role: str = "") -> Pair:
-    """Read, check and binarize one source. ``role`` is '' or 'test_' (it prefixes the key in messages)."""
+def _count_objects(mask: np.ndarray) -> int:
+    """Distinct positive labels per 2-D slice, summed over slices (the instances a 2-D model sees)."""
+    return sum(int(np.count_nonzero(np.unique(s[s > 0]) if s.dtype != np.uint8 else
+                                    np.bincount(s.ravel(), minlength=256)[1:])) for s in mask)
+
+
+def load_pair(kind: str, images: Path, masks: Path, role: str = "", mask_mode: str = "binary") -> Pair:
+    """Read, check and binarize one source. ``role`` is '' or 'test_' (it prefixes the key in messages).
+
+    ``mask_mode = "labels"`` takes every value > 0 as foreground (label images: one integer per object) and
+    counts the objects; ``"binary"`` wants at most two values."""
     ikey, mkey = f"{role}images", f"{role}masks"
     check_paths(kind, images, masks, role)
     files = [(images, masks)] if kind == "tiff" else pair_folder_files(images, masks, role)
@@ -277,6 +287,7 @@ def load_pair(kind: str, images: Path, masks: Path, role: str = "") -> Pair:
     dtype: np.dtype | None = None
     channels = 0
     first_values: tuple[Path, set[float]] | None = None
+    objects = 0
     all_values: set[float] = set()
     for ipath, mpath in files:
         idata, mdata = _read_bytes(ipath, ikey), _read_bytes(mpath, mkey)
@@ -298,11 +309,19 @@ def load_pair(kind: str, images: Path, masks: Path, role: str = "") -> Pair:
                 f"{dtype} with {channels}; convert all images to one type and channel count")
         if img.dtype.kind == "f" and not np.isfinite(img).all():
             raise UserError(f"[data] {ikey}: {ipath} contains NaN or infinite pixels; replace them and save again")
+        if mask_mode == "labels":
+            objects += _count_objects(mask)
+            all_values |= {float(mask.min()), float(mask.max())}
+            imgs.append(img)
+            raw_masks.append(mask > 0)
+            names.append(str(ipath))
+            continue
         values = _distinct(mask)
         if len(values) > 2:
             raise UserError(
                 f"[data] {mkey}: {mpath} has {len(values)} distinct values ({_fmt_values(values)}); a mask must be "
-                "binary (two values, e.g. 0/255): threshold it and save it again")
+                "binary (two values, e.g. 0/255): threshold it and save it again, or, for a label image (one "
+                "integer per object), set [data] mask = 'labels'")
         vset = {float(v) for v in values}
         if first_values is None:
             first_values = (mpath, vset)
@@ -317,7 +336,11 @@ def load_pair(kind: str, images: Path, masks: Path, role: str = "") -> Pair:
     # Two values: the higher one is foreground (0/255, 0/1, False/True); a single value is foreground if > 0.
     values_sorted = sorted(all_values)
     fg = values_sorted[-1] if len(values_sorted) == 2 else None
-    bin_masks = [((m == fg) if fg is not None else (m > 0)).astype(np.uint8) for m in raw_masks]
+    if mask_mode == "labels":
+        values_sorted = [min(all_values), max(all_values)] if all_values else [0.0]
+        bin_masks = [m.astype(np.uint8) for m in raw_masks]
+    else:
+        bin_masks = [((m == fg) if fg is not None else (m > 0)).astype(np.uint8) for m in raw_masks]
     del raw_masks
     if kind == "tiff":
         ish, msh = img_hashes[0][1], mask_hashes[0][1]
@@ -326,7 +349,7 @@ def load_pair(kind: str, images: Path, masks: Path, role: str = "") -> Pair:
     assert dtype is not None
     return Pair(kind=kind, images_path=images, masks_path=masks, images=imgs, masks=bin_masks, names=names,
                 images_sha256=ish, masks_sha256=msh, dtype=str(dtype), channels=channels,
-                mask_values=values_sorted)
+                mask_values=values_sorted, mask_objects=objects if mask_mode == "labels" else None)
 
 
 def _shape(shape: tuple[int, ...]) -> str:

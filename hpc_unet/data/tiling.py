@@ -1,4 +1,4 @@
-"""Tiling into non-overlapping patches, scaling to [0, 1] and the seeded train/validation split.
+"""Tiling into non-overlapping patches and the seeded train/validation split (scaling: ``normalize``).
 
 Patches are cut row-major per slice (the order of ``patchify`` in the original notebooks); the remainder at
 the right and bottom edges is dropped, never padded, so every patch is real data.
@@ -27,27 +27,6 @@ def tile(stack: np.ndarray, patch: int) -> np.ndarray:
     blocks = cut.reshape(n, rows, patch, cols, patch, *rest)
     blocks = blocks.transpose(0, 1, 3, 2, 4, *range(5, 5 + len(rest)))
     return np.ascontiguousarray(blocks).reshape(n * rows * cols, patch, patch, *rest)
-
-
-def scale_info(images: list[np.ndarray]) -> dict[str, float | str]:
-    """How a source's images map to [0, 1]: unsigned integers by the dtype's maximum (so 8- and 16-bit
-    data mean the same thing everywhere), floats and signed integers by the stack's min and max."""
-    dtype = images[0].dtype
-    if dtype.kind == "u":
-        return {"method": "dtype_max", "offset": 0.0, "divisor": float(np.iinfo(dtype).max)}
-    lo = float(min(a.min() for a in images))
-    hi = float(max(a.max() for a in images))
-    return {"method": "min_max", "offset": lo, "divisor": (hi - lo) or 1.0}
-
-
-def to_unit(patches: np.ndarray, info: dict[str, float | str]) -> np.ndarray:
-    """Raw patches -> float32 in [0, 1] using ``scale_info``."""
-    out = patches.astype(np.float32)
-    if float(info["offset"]):
-        out -= np.float32(info["offset"])
-    out /= np.float32(info["divisor"])
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
 
 
 def count_val(n: int, val_fraction: float) -> int:

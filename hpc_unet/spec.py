@@ -97,6 +97,8 @@ DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "patch_size": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
     "val_fraction": (0.1, _fraction, "a number between 0 and 1"),
     "split_seed": (0, _nonneg_int, "a non-negative integer"),
+    "split": ("patch", lambda v: v in SPLITS, "patch (patches split at random) or slice (whole slices, or whole "
+              "files of a folder dataset, go to validation)"),
     "max_patches": (0, _nonneg_int, "a non-negative integer (0 = all patches)"),
     "synth_slices": (8, _pos_int, "a positive integer"),
     "synth_height": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
@@ -118,7 +120,77 @@ SLURM_KEYS = (
 )
 STUDY_KEYS = ("name", "description")
 POLICY_KEYS = ("on_oom",)
-TABLES = ("study", "data", "train", "grid", "slurm", "policy")
+TABLES = ("study", "data", "train", "grid", "slurm", "policy", "hypothesis")
+SPLITS = ("patch", "slice")
+
+# [[hypothesis]] tables: the claims the analysis judges. rule -> the keys it needs (besides id, claim).
+# The verdict engine (analysis/verdicts.py) implements each rule; docs/analysis.md states them.
+HYPOTHESIS_RULES: dict[str, tuple[str, ...]] = {
+    "lr_range_best": ("learning_rate",),        # [low, high]: lrs in the range beat every lr outside it
+    "best_lr": ("architecture", "learning_rate"),
+    "std_falls_with_batch": ("batch_size",),    # val-loss std falls along the listed batch sizes
+    "stability_gain_strongest": ("architecture",),
+    "most_sensitive": ("architecture",),
+    "batch_gain_largest": ("architecture",),
+    "most_robust": ("architecture",),
+    "baseline_stability": ("reduction",),
+    "baseline_performance": (),
+    "consistency": (),
+    "baseline_convergence": (),
+    "baseline_efficiency": (),
+    "recommended_beats_median": (),
+}
+HYPOTHESIS_KEYS = ("id", "claim", "rule", "architecture", "learning_rate", "batch_size", "reduction")
+
+
+def _hypothesis_value(where: str, key: str, value: Any) -> Any:
+    """One level (or a list of levels) of a [[hypothesis]] key, checked like a grid value."""
+    if key in ("id", "claim"):
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"{where} {key} = {value!r} is invalid: it must be a non-empty string")
+        return value
+    if key == "reduction":
+        if not _fraction(value):
+            raise UserError(f"{where} reduction = {value!r} is invalid: it must be a number between 0 and 1")
+        return float(value)
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise UserError(f"{where} {key} is an empty list; give at least one level")
+    for v in values:
+        check_value(where.strip("[]"), TRAIN_PARAMS, key, v)
+    return value
+
+
+def validate_hypotheses(raw: Any) -> list[dict[str, Any]]:
+    """The spec's [[hypothesis]] tables, each checked: known rule, its keys present, valid levels."""
+    if not isinstance(raw, list) or not all(isinstance(h, dict) for h in raw):
+        raise UserError("'hypothesis' must be an array of tables ([[hypothesis]]) in the grid spec")
+    out, seen = [], set()
+    for i, table in enumerate(raw, start=1):
+        where = f"[[hypothesis]] #{i}"
+        for key in table:
+            if key not in HYPOTHESIS_KEYS:
+                raise _unknown(where, key, HYPOTHESIS_KEYS)
+        for key in ("id", "claim", "rule"):
+            if key not in table:
+                raise UserError(f"{where} lacks '{key}'; every hypothesis needs id, claim and rule")
+        rule = table["rule"]
+        if rule not in HYPOTHESIS_RULES:
+            raise UserError(f"{where} rule = {rule!r} is unknown{did_you_mean(rule, HYPOTHESIS_RULES)}; "
+                            f"known rules: {', '.join(HYPOTHESIS_RULES)}")
+        for key in HYPOTHESIS_RULES[rule]:
+            if key not in table:
+                raise UserError(f"{where} (rule {rule}) lacks '{key}'; add it (see manifests/seed-grid.toml)")
+        if rule == "lr_range_best" and (not isinstance(table["learning_rate"], list)
+                                        or len(table["learning_rate"]) != 2):
+            raise UserError(f"{where} (rule lr_range_best) learning_rate must be [low, high]")
+        entry = {k: _hypothesis_value(where, k, v) for k, v in table.items() if k != "rule"}
+        entry["rule"] = rule
+        if entry["id"] in seen:
+            raise UserError(f"{where} id '{entry['id']}' is used twice; give each hypothesis its own id")
+        seen.add(entry["id"])
+        out.append(entry)
+    return out
 
 
 def did_you_mean(word: str, choices: Any) -> str:
@@ -159,6 +231,7 @@ class GridSpec:
     slurm: dict[str, Any] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    hypotheses: list[dict[str, Any]] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the manifest (not Slurm settings)."""
@@ -221,7 +294,7 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
     for table in raw:
         if table not in TABLES:
             raise _unknown("the grid spec", table, TABLES)
-        if not isinstance(raw[table], dict):
+        if table != "hypothesis" and not isinstance(raw[table], dict):
             raise UserError(f"'{table}' must be a table ([{table}]) in the grid spec")
 
     study = raw.get("study", {})
@@ -291,4 +364,5 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
                             f"it must be one of {', '.join(OOM_POLICIES)}")
         policy[key] = value
     return GridSpec(name=name, description=str(study.get("description", "")), data=data, train=train,
-                    axes=axes, replicates=replicates, slurm=slurm, policy=policy)
+                    axes=axes, replicates=replicates, slurm=slurm, policy=policy,
+                    hypotheses=validate_hypotheses(raw.get("hypothesis", [])))

@@ -135,8 +135,10 @@ def _peak_gpu_bytes_if_loaded() -> int:
         return 0
 
 
-def _save_model(model_builder: Any, weights: list, path: Path) -> int:
-    """Save the best weights as a .keras model without optimizer state, atomically; return its size."""
+def _save_model(model_builder: Any, weights: list, path: Path, metadata: dict[str, Any] | None = None) -> int:
+    """Save the best weights as a .keras model without optimizer state, atomically; return its size.
+
+    ``metadata`` (patch size, normalisation, threshold) is embedded for ``hpc-unet predict``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=".model.", dir=path.parent))
     try:
@@ -144,6 +146,10 @@ def _save_model(model_builder: Any, weights: list, path: Path) -> int:
         clone.set_weights(weights)
         tmp = tmpdir / path.name
         clone.save(tmp)
+        if metadata is not None:
+            from hpc_unet.predict.metadata import embed
+
+            embed(tmp, metadata)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -317,7 +323,8 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     val_ds = eval_dataset(data.val_x, data.val_y, batch)
     if not finished and start < epochs:
         progress.update(state="running", epoch=start)
-        model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start),
+        model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start,
+                                augment=row.get("augment", "none")),
                   validation_data=val_ds, epochs=epochs, initial_epoch=start,
                   steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
                   callbacks=[*callbacks, recorder], verbose=0, shuffle=False)
@@ -340,7 +347,10 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
         scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
         test = {"test_jaccard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
                 "test_dice": float(scores["dice"])}
-    model_bytes = _save_model(builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras")
+    from hpc_unet.predict.metadata import model_metadata
+
+    model_bytes = _save_model(builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras",
+                              model_metadata(row, data.provenance, data.train_x.shape[1], data.train_x.shape[-1]))
     phases.mark("finalize")
     summary = {**base, **state, **summarize_history(history, epochs), **test, "status": "completed",
                "val_patch_intersection": inter.tolist(), "val_patch_union": union.tolist(),

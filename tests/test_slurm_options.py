@@ -257,11 +257,15 @@ SACCT = """\
 """
 
 
+# squeue -r: one line per array task (%F|%K|%T|%N|%M), never a range that %i would cut at 30 characters
 SQUEUE_LIVE = """\
-100_6|RUNNING|gpu02|30:05
-100_7|PENDING||0:00
-100_8|PENDING||0:00
-100_[9-11,14%4]|PENDING||0:00
+100|6|RUNNING|gpu02|30:05
+100|7|PENDING||0:00
+100|8|PENDING||0:00
+100|9|PENDING||0:00
+100|10|PENDING||0:00
+100|11|PENDING||0:00
+100|14|PENDING||0:00
 """
 
 
@@ -284,8 +288,8 @@ def test_sacct_states(fake_slurm) -> None:
     # 100_12/13 are in neither answer: squeue no longer lists them
     assert got["100_12"] == got["100_13"] == "FINISHED" and states["100_12"].source == "squeue"
     calls = log.read_text().splitlines()
-    assert calls[0].startswith("sacct -j 100,200 --format=JobID,State,NodeList,Elapsed,Start,End -P -n -X")
-    assert calls[1].startswith("squeue -h -t all -j 100 ") and len(calls) == 2
+    assert calls[0].startswith("sacct -j 100,200 --format=JobID,State,NodeList,Elapsed,Start,End --parsable2 -n -X")
+    assert calls[1].startswith("squeue -h -r -t all -j 100 ") and len(calls) == 2
 
 
 def test_sacct_with_only_finished_jobs_needs_no_squeue(fake_slurm) -> None:
@@ -297,7 +301,7 @@ def test_sacct_with_only_finished_jobs_needs_no_squeue(fake_slurm) -> None:
 
 def test_stale_sacct_is_corrected_by_squeue(fake_slurm) -> None:
     # after a slurmdbd outage sacct still says RUNNING for a job the controller has cancelled
-    fake_slurm("100_6|RUNNING|gpu02|00:30:00|2026-01-01T10:00:00|Unknown\n", "100_6|CANCELLED|gpu02|31:00\n")
+    fake_slurm("100_6|RUNNING|gpu02|00:30:00|2026-01-01T10:00:00|Unknown\n", "100|6|CANCELLED|gpu02|31:00\n")
     assert slurm_state.query_states(["100_6"])["100_6"].state == "CANCELLED"
     # ... and when the controller does not answer either, sacct's word stands
     fake_slurm("100_6|RUNNING|gpu02|00:30:00|2026-01-01T10:00:00|Unknown\n", None)
@@ -306,7 +310,7 @@ def test_stale_sacct_is_corrected_by_squeue(fake_slurm) -> None:
 
 
 def test_squeue_fallback_when_sacct_fails(fake_slurm) -> None:
-    fake_slurm(None, "300_1|RUNNING|gpu07|1:02:03\n300_[2-3%2]|PENDING||0:00\n300_0|COMPLETING|gpu07|5:00\n")
+    fake_slurm(None, "300|1|RUNNING|gpu07|1:02:03\n300|2|PENDING||0:00\n300|3|PENDING||0:00\n300|0|COMPLETING|gpu07|5:00\n")
     states = slurm_state.query_states(["300_0", "300_1", "300_2", "300_3", "300_4"])
     assert {k: v.state for k, v in states.items()} == {
         "300_0": "COMPLETING", "300_1": "RUNNING", "300_2": "PENDING", "300_3": "PENDING", "300_4": "FINISHED"}
@@ -328,7 +332,7 @@ def test_nothing_answers(fake_slurm) -> None:
 
 
 def test_sacct_timeout_does_not_hang(fake_slurm) -> None:
-    fake_slurm(SACCT, "100_0|RUNNING|gpu01|0:10\n", sacct_sleep=30)
+    fake_slurm(SACCT, "100|0|RUNNING|gpu01|0:10\n", sacct_sleep=30)
     t0 = time.monotonic()
     states = slurm_state.query_states(["100_0"], timeout=1)
     assert time.monotonic() - t0 < 10

@@ -1,7 +1,9 @@
 """Run the study's pending experiments: one Slurm job array (default), or on this machine.
 
-Only experiments without a result are submitted (add --retry-failed for failed/oom/diverged ones);
-experiments whose job is still queued or running are skipped. Slurm settings default to the grid
+Only pending and lost experiments are submitted (add --retry-failed for failed/oom/diverged ones);
+experiments with a live job or lease, or whose job state Slurm could not tell, are left alone
+(status/precedence.py). Everything that can fail without side effects is checked before the data cache is
+built or a file is written; an sbatch failure is one line with Slurm's message. Slurm settings default to the grid
 spec's [slurm] table; flags override them. --executor local runs tasks as local subprocesses through
 submitit (at most --max-parallel at once) and waits; --executor debug runs them in this process.
 """
@@ -29,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from hpc_unet.dispatch.submit import active_experiments, check_executor, plan, submit_slurm
+    """Checks first, side effects last: options, Slurm reachable, the plan, ``sbatch --test-only`` on the
+    real script; only then the data cache and the submission (see dispatch/slurm.py, preflight)."""
+    from hpc_unet.dispatch.submit import check_executor, left_alone, plan, submit_slurm
     from hpc_unet.errors import UserError
+    from hpc_unet.status.state import experiment_states
     from hpc_unet.study import Study, read_json
 
     study = Study.at(args.study).require()
@@ -40,23 +44,29 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-parallel and --per-process must be at least 1")
     options = None
     if executor == "slurm":
-        from hpc_unet.dispatch.slurm import options_from_args
+        from hpc_unet.dispatch import slurm
 
-        options = options_from_args(args, read_json(study.meta_file).get("slurm", {}))
-    planned = plan(study, retry_failed=args.retry_failed, only=args.only,
-                   active=set() if args.dry_run else active_experiments(study))
+        options = slurm.options_from_args(args, read_json(study.meta_file).get("slurm", {}))
+        if not args.dry_run:
+            slurm.check_reachable()
+    states = None if args.dry_run else experiment_states(study)
+    planned = plan(study, retry_failed=args.retry_failed, only=args.only, states=states)
     from hpc_unet.status.render import console as make_console
 
     console = make_console()
-    if planned and not args.dry_run:
+    untouched = left_alone(states or [])
+    note = ", ".join(f"{n} {s}" for s, n in untouched.items())
+    if not planned:
+        console.print("nothing to submit: every experiment has a result or a live job or lease"
+                      + (f" ({note})" if note else "") + " (--retry-failed reruns failed ones)", highlight=False)
+        return 0
+    if executor == "slurm" and not args.dry_run:
+        slurm.preflight(options, slurm.render_sbatch(study.jobs_dir / "slurm", options, len(planned)))
+    if not args.dry_run:
         from hpc_unet.data.prepare import prepare_study
 
         for prep in prepare_study(study):  # once here, so the array tasks only load the cache
             console.print(f"data: {'cache ready' if prep.from_cache else 'cache built'} at {prep.entry}", highlight=False)
-    if not planned:
-        console.print("nothing to submit: every experiment has a result or a live job "
-                      "(--retry-failed reruns failed ones)")
-        return 0
     if executor == "slurm":
         record, script = submit_slurm(study, planned, options, dry_run=args.dry_run)
         if args.dry_run:
@@ -67,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         first = record.tasks[0]["job_id"].split("_")[0] if record.tasks else "?"
         console.print(f"submitted {len(planned)} experiments as Slurm array {first} "
-                      f"(partition {options.get('partition')}); follow with `hpc-unet status --study {study.root}`")
+                      f"(partition {options.get('partition')})" + (f"; left alone: {note}" if note else "")
+                      + f"; follow with `hpc-unet status --study {study.root}`", highlight=False)
         return 0
     if args.dry_run:
         for i, p in enumerate(planned):

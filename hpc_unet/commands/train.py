@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpc_unet.dispatch.records import next_attempt
+    from hpc_unet.errors import UserError
     from hpc_unet.manifest import get_row
     from hpc_unet.study import Study
     from hpc_unet.train.run import run_experiment
@@ -23,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     attempt = args.attempt or next_attempt(study, args.experiment)
     try:
         summary = run_experiment(row, study, attempt=attempt, fresh=args.fresh)
+    except UserError:
+        raise  # e.g. another task holds the experiment's lease: one line, nothing written
     except Exception as exc:
         print(f"hpc-unet train: {args.experiment} ended as a failure ({type(exc).__name__}: {exc}); "
               f"its shard is in {study.shards_dir}")

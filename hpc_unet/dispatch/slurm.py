@@ -328,3 +328,113 @@ def submit_array(executor: Any, tasks: list[Any]) -> list[str]:
     with executor.batch():
         jobs = [executor.submit(task) for task in tasks]
     return [str(job.job_id) for job in jobs]
+
+
+def _ask(cmd: list[str], stdin: str | None = None, timeout: float = 30.0) -> tuple[int, str]:
+    """Run a Slurm client command; (exit code, stdout + stderr). Exit 124 and a note on a timeout."""
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, f"{cmd[0]} did not answer within {timeout:.0f} s"
+    except OSError as exc:
+        return 127, str(exc)
+    return proc.returncode, (proc.stdout + "\n" + proc.stderr).strip()
+
+
+def slurm_message(text: str) -> str:
+    """Slurm's own words from a client's output, on one line (its error lines, else its last line)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "failure" in ln.lower() or "down" in ln.lower()]
+    return "; ".join(dict.fromkeys(errors or lines[-1:])) or "no message"
+
+
+def check_reachable() -> None:
+    """The controller answers (``scontrol ping``); else one line with Slurm's words. No side effects."""
+    for tool in ("sbatch", "scontrol"):
+        if shutil.which(tool) is None:
+            raise UserError(f"Slurm's {tool} is not on PATH: submit from a login node of a Slurm cluster, "
+                            "or run the study here with --executor local")
+    rc, out = _ask(["scontrol", "ping"])
+    if rc != 0 or "UP" not in out:
+        raise UserError(f"the Slurm controller does not answer ({slurm_message(out)}); nothing was submitted "
+                        "and the study is unchanged: retry when `scontrol ping` says UP")
+
+
+def _check_names(opts: dict[str, Any]) -> None:
+    """Partition, GPU type, account and qos exist, asked of sinfo and sacctmgr (read-only)."""
+    partitions = [p for p in (opts.get("partition") or "").split(",") if p]
+    rc, out = _ask(["sinfo", "-h", "-o", "%R|%G"])
+    if rc == 0:
+        gres_of: dict[str, set[str]] = {}
+        for line in out.splitlines():
+            name, _, gres = line.partition("|")
+            gres_of.setdefault(name.strip(), set()).update(g for g in gres.strip().split(",") if g and g != "(null)")
+        for part in partitions:
+            if part not in gres_of:
+                raise UserError(f"partition {part!r} does not exist on this cluster (sinfo lists "
+                                f"{', '.join(sorted(gres_of)) or 'none'}); fix --partition or [slurm] partition")
+        gpu_type = opts.get("gpu_type")
+        if gpu_type and not opts.get("gpus_per_task"):
+            for part in partitions or list(gres_of):
+                if not any(g.startswith(f"gpu:{gpu_type}:") or g == f"gpu:{gpu_type}" for g in gres_of[part]):
+                    if partitions:
+                        have = ", ".join(sorted(gres_of[part])) or "no GRES"
+                        raise UserError(f"partition {part!r} has no GPUs of type {gpu_type!r} ({have}); fix "
+                                        "--gpu-type (or '' for any GPU) or --partition")
+    for key in ("account", "qos"):
+        name = opts.get(key)
+        if not name or shutil.which("sacctmgr") is None:
+            continue
+        rc, out = _ask(["sacctmgr", "-n", "-P", "show", key, name, "format=name"])
+        if rc == 0 and name.lower() not in {ln.strip().lower() for ln in out.splitlines()}:
+            raise UserError(f"{key} {name!r} does not exist in Slurm's accounting (sacctmgr show {key}); "
+                            f"fix --{key} or [slurm] {key}")
+
+
+def preflight(opts: dict[str, Any], script: str) -> None:
+    """Everything that can fail without side effects, before the data cache is built or a file written:
+    the controller answers, partition / GPU type / account / qos exist, and ``sbatch --test-only`` accepts
+    the very script that would be submitted (limits, GRES, memory, time). Raises UserError with Slurm's words."""
+    check_reachable()
+    _check_names(opts)
+    rc, out = _ask(["sbatch", "--test-only"], stdin=script)
+    if rc != 0:
+        raise UserError(f"Slurm would refuse this array: {slurm_message(out)}; nothing was submitted and the "
+                        "study is unchanged")
+
+
+def snapshot(folder: Path) -> set[Path] | None:
+    """Every path under ``folder`` (None when it does not exist), to undo a failed submission."""
+    return set(folder.rglob("*")) if folder.exists() else None
+
+
+def _snapshot(folder: Path) -> set[Path]:
+    return set(folder.rglob("*")) if folder.exists() else set()
+
+
+def remove_new(top: Path, before: set[Path] | None) -> None:
+    """Remove what appeared under ``top`` since ``before`` (its snapshot; None: ``top`` did not exist):
+    submitit's pickles, scripts and folders of a failed submission."""
+    for path in sorted(_snapshot(top) - (before or set()), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if before is None and top.exists() and not any(top.iterdir()):
+        top.rmdir()
+
+
+def submit_array_or_fail(executor: Any, tasks: list[Any]) -> list[str]:
+    """submit_array, with an sbatch failure as one UserError line naming Slurm's message (submitit
+    prints sbatch's stderr itself and raises with a traceback; both are caught here)."""
+    import contextlib
+    import io
+
+    from submitit.core.utils import FailedJobError
+
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(sink):
+            return submit_array(executor, tasks)
+    except (FailedJobError, subprocess.CalledProcessError, OSError) as exc:
+        raise UserError(f"sbatch failed: {slurm_message(str(exc) or sink.getvalue())}") from exc

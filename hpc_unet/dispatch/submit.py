@@ -16,13 +16,10 @@ from hpc_unet.dispatch.records import SubmissionRecord, load_records, next_attem
 from hpc_unet.errors import UserError
 from hpc_unet.manifest import read_manifest
 from hpc_unet.results.shards import completed_experiments, shard_index
+from hpc_unet.status.precedence import should_submit
 from hpc_unet.study import Study
 
 EXECUTORS = ("slurm", "local", "debug")
-ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
-                       "COMPLETING", "RESIZING", "SUSPENDED", "PREEMPTED"}
-DONE = {"completed", "skipped"}
-FAILED = {"failed", "oom", "diverged"}
 
 
 @dataclass
@@ -34,8 +31,13 @@ class Planned:
 
 
 def plan(study: Study, retry_failed: bool = False, only: list[str] | None = None,
-         active: set[str] | None = None) -> list[Planned]:
-    """Experiments to run now, in manifest order."""
+         states: list[dict[str, Any]] | None = None) -> list[Planned]:
+    """Experiments to run now, in manifest order, by the shared precedence rule (status/precedence.py):
+    ``pending`` and ``lost`` ones (plus failures with ``retry_failed``); never ``running``, ``queued``
+    (a live job or a live lease) or ``unknown``. ``states`` are experiment_states rows; without them
+    (--dry-run) the scheduler is not asked and experiments whose job state is unknown are listed too."""
+    from hpc_unet.status.state import experiment_states
+
     frame = read_manifest(study)
     if only:
         unknown = sorted(set(only) - set(frame["exp_id"]))
@@ -43,6 +45,9 @@ def plan(study: Study, retry_failed: bool = False, only: list[str] | None = None
             from hpc_unet.spec import did_you_mean
 
             raise UserError(f"--only names unknown experiment '{unknown[0]}'{did_you_mean(unknown[0], frame['exp_id'])}")
+    offline = states is None
+    rows = experiment_states(study, frame, query_slurm=False) if states is None else states
+    state_of = {r["exp_id"]: r["state"] for r in rows}
     statuses = completed_experiments(study)
     records = load_records(study)
     shard_attempts = {exp: max(a for a, _, _ in items) for exp, items in shard_index(study).items()}
@@ -50,22 +55,24 @@ def plan(study: Study, retry_failed: bool = False, only: list[str] | None = None
     for exp_id in frame["exp_id"]:
         if only and exp_id not in only:
             continue
+        state = state_of.get(exp_id, "pending")
+        if not (should_submit(state, retry_failed) or (offline and state == "unknown")):
+            continue
         status = statuses.get(exp_id)
-        if status in DONE or (active and exp_id in active):
-            continue
-        if status in FAILED and not retry_failed:
-            continue
         attempt = max(next_attempt(study, exp_id, records), shard_attempts.get(exp_id, 0) + 1)
-        out.append(Planned(exp_id, attempt, fresh=status in ("oom", "diverged"),
-                           reason=f"retry of {status}" if status else "no result yet"))
+        reason = {"pending": "no result yet", "lost": "lost: its job ended without a result",
+                  "unknown": "job state not asked (dry run)"}.get(state, f"retry of {state}")
+        out.append(Planned(exp_id, attempt, fresh=status in ("oom", "diverged"), reason=reason))
     return out
 
 
-def active_experiments(study: Study) -> set[str]:
-    """Experiments whose latest job is still queued or running (Slurm), or alive locally."""
-    from hpc_unet.status.state import experiment_states
-
-    return {s["exp_id"] for s in experiment_states(study, frame=read_manifest(study)) if s["state"] in ("running", "queued")}
+def left_alone(states: list[dict[str, Any]]) -> dict[str, int]:
+    """Counts of the states submit never touches (running, queued, unknown), for its message."""
+    counts: dict[str, int] = {}
+    for r in states:
+        if r["state"] in ("running", "queued", "unknown"):
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+    return counts
 
 
 def run_local(study: Study, planned: list[Planned], executor: str = "local", max_parallel: int = 1,
@@ -133,7 +140,11 @@ def run_local(study: Study, planned: list[Planned], executor: str = "local", max
 
 
 def submit_slurm(study: Study, planned: list[Planned], options: dict[str, Any], dry_run: bool = False) -> tuple[SubmissionRecord | None, str]:
-    """Submit one array (split at the cluster's MaxArraySize); with dry_run, return the sbatch script."""
+    """Submit one array (split at the cluster's MaxArraySize); with dry_run, return the sbatch script.
+
+    An sbatch failure raises one UserError line with Slurm's message; what submitit wrote for the failed
+    array (pickles, scripts, folders) is removed, so a failure before the first array leaves the study as
+    it was (arrays already submitted stay recorded)."""
     from hpc_unet.dispatch import slurm
 
     folder = study.jobs_dir / "slurm"
@@ -143,15 +154,25 @@ def submit_slurm(study: Study, planned: list[Planned], options: dict[str, Any], 
     from hpc_unet.dispatch.task import TrainTask
 
     limit = options.get("max_array_size") or slurm.cluster_max_array_size() or 1000
-    executor = slurm.make_executor(folder, options)
+    before = slurm.snapshot(study.jobs_dir)
     record = SubmissionRecord(executor="slurm", options=options)
-    for lo, hi in slurm.split_chunks(len(planned), int(limit)):
-        chunk = planned[lo:hi]
-        job_ids = slurm.submit_array(executor, [TrainTask(str(study.root), p.exp_id, p.attempt, p.fresh) for p in chunk])
-        for p, job_id in zip(chunk, job_ids, strict=True):
-            record.tasks.append({"exp_id": p.exp_id, "attempt": p.attempt, "job_id": job_id,
-                                 "array_index": len(record.tasks)})
-        record.save(study)
+    try:
+        executor = slurm.make_executor(folder, options)
+        for lo, hi in slurm.split_chunks(len(planned), int(limit)):
+            chunk = planned[lo:hi]
+            job_ids = slurm.submit_array_or_fail(
+                executor, [TrainTask(str(study.root), p.exp_id, p.attempt, p.fresh) for p in chunk])
+            for p, job_id in zip(chunk, job_ids, strict=True):
+                record.tasks.append({"exp_id": p.exp_id, "attempt": p.attempt, "job_id": job_id,
+                                     "array_index": len(record.tasks)})
+            record.save(study)
+            before = slurm.snapshot(study.jobs_dir)
+    except UserError as exc:
+        slurm.remove_new(study.jobs_dir, before)
+        if record.tasks:
+            raise UserError(f"{exc}; {len(record.tasks)} of {len(planned)} experiments were submitted before "
+                            "(recorded; `hpc-unet submit` again submits the rest)") from exc
+        raise UserError(f"{exc}; nothing was submitted and the study is unchanged") from exc
     return record, script
 
 
@@ -165,13 +186,22 @@ def check_executor(name: str) -> str:
 
 def prune_checkpoints(study: Study) -> int:
     """Delete checkpoint bundles of completed experiments (a task killed right after writing its shard
-    leaves them: up to ~1 GB each at base 64). Returns the bytes freed."""
+    leaves them: up to ~1 GB each at base 64), never of one that a live task holds (a live lease or a
+    fresh heartbeat: status/precedence.py, may_prune). Returns the bytes freed."""
+    import time
+
+    from hpc_unet.dispatch.lease import read_lease
+    from hpc_unet.status.precedence import may_prune
+    from hpc_unet.status.state import _read_progress, evidence
     from hpc_unet.train.checkpoint import clear
 
     freed = 0
-    for exp_id, status in completed_experiments(study).items():
+    for exp_id, items in shard_index(study).items():
         ckpt = study.run_dir(exp_id) / "checkpoint"
-        if status == "completed" and ckpt.exists():
+        if not ckpt.exists():
+            continue
+        ev = evidence(items, {}, None, _read_progress(study, exp_id), read_lease(study.run_dir(exp_id)), time.time())
+        if may_prune(ev):
             freed += sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
             clear(ckpt)
     return freed

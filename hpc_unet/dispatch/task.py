@@ -3,6 +3,8 @@
 submitit calls ``checkpoint()`` on USR2 (preemption, time limit) and requeues a pickled copy of the
 task. The copy holds only the study path and experiment id: all training state is read back from the
 checkpoint bundle on disk, so a plain ``scontrol requeue`` (no signal, no pickle) resumes the same way.
+A task that finds the experiment's lease held by another live task (dispatch/lease.py) says so on stderr
+(the job's log) and ends without training and without a shard.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.fresh = fresh
 
     def __call__(self) -> dict[str, Any]:
+        import sys
+
+        from hpc_unet.dispatch.lease import LeaseHeld
         from hpc_unet.manifest import get_row
         from hpc_unet.train.run import run_experiment
 
         study = Study.at(self.study_root)
-        summary = run_experiment(get_row(study, self.exp_id), study, attempt=self.attempt, fresh=self.fresh)
+        try:
+            summary = run_experiment(get_row(study, self.exp_id), study, attempt=self.attempt, fresh=self.fresh)
+        except LeaseHeld as exc:
+            print(f"hpc-unet: {exc}", file=sys.stderr, flush=True)
+            return {"exp_id": self.exp_id, "status": "not run (lease held)", "best_val_jaccard": None,
+                    "epochs_run": 0}
         return {k: summary.get(k) for k in ("exp_id", "status", "best_val_jaccard", "epochs_run")}
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ def print_manifest(frame: pd.DataFrame, title: str) -> None:
     console().print(table)
 
 
-STATE_STYLE = {"completed": "green", "running": "cyan", "queued": "blue", "pending": "dim", "failed": "red",
+STATE_STYLE = {"unknown": "yellow", "completed": "green", "running": "cyan", "queued": "blue", "pending": "dim", "failed": "red",
                "oom": "magenta", "diverged": "red", "lost": "bold red", "skipped": "yellow"}
 
 
@@ -47,7 +47,13 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
         (f"{summary['pending']} not submitted", "dim"), "  ", (f"{summary['failed']} failed/lost", "red"),
         f"  ETA {_fmt_seconds(summary['eta_seconds'])}" if summary.get("eta_seconds") else "",
     )
+    if summary.get("unknown"):
+        head.append(f"  {summary['unknown']} unknown", style="yellow")
+    if summary.get("restarts"):
+        head.append(f"  {summary['restarts']} restarts")
     parts: list = [Text(summary["study"], style="bold"), head]
+    if summary.get("note"):
+        parts.append(Text(summary["note"], style="yellow"))
     if not detail:
         return Group(*parts)
     by_arch: dict[str, list[dict]] = {}

@@ -3,8 +3,15 @@
 submitit reads job state only from sacct and has no fallback (design §5), so a cluster whose slurmdbd is
 down or disabled would leave status blind. Here every query has a timeout; sacct is asked first (it keeps
 finished jobs); the ids it does not know or reports as live are asked of squeue, because sacct lags the
-controller; a job that squeue no longer lists is reported as FINISHED (it left the queue; the caller
-decides completed/lost from the shards on disk).
+controller; a job that squeue answered for and no longer lists is reported as FINISHED (it left the queue;
+the caller decides completed/lost from the shards, leases and heartbeats on disk).
+
+Nothing is read from a field Slurm may cut: squeue's ``%i`` (JobID) is cut at 30 characters even with an
+explicit width (``%.200i`` prints ``90_[0-1,10,14-15,18,26-27,34-35%`` for a pending range, checked on
+slurm-wlm 22.05), so squeue is asked with ``-r`` (one line per array task, never a range) for the
+numeric fields ``%F`` (array job id) and ``%K`` (task id). sacct is read with ``--parsable2`` (``-P``),
+which never cuts; its pending ranges (``90_[0-1,10,14-15%2]``) are expanded. Anything that cannot be
+parsed makes the ids it might concern *unknown* (state ""), never FINISHED.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ ROW_ID_RE = re.compile(r"^(\d+)(?:_(\d+|\[[^\]]*\]))?$")
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
                "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT", "STOPPED"}
 FINISHED = "FINISHED"  # squeue answered and no longer lists the job
+# States in which the task has ended for good (no requeue pending).
+ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                "DEADLINE", "REVOKED"}
+SQUEUE_FORMAT = "%F|%K|%T|%N|%M"  # array job id, task id (N/A for a plain job), state, nodes, time used
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,8 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str] | N
 
 
 def _parse_rows(text: str, wanted: set[str], source: str, node_col: int, elapsed_col: int) -> dict[str, TaskState]:
-    """Parse ``|``-separated rows whose first two columns are JobID and State."""
+    """Parse ``|``-separated rows whose first two columns are JobID and State (a row whose JobID does
+    not parse, e.g. a range cut short, is skipped: its ids are then asked of squeue or stay unknown)."""
     found: dict[str, TaskState] = {}
     for line in text.splitlines():
         cols = line.split("|")
@@ -117,19 +129,55 @@ def query_sacct(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, Tas
     bases = sorted({TASK_ID_RE.match(j).group(1) for j in job_ids if TASK_ID_RE.match(j)}, key=int)
     if not bases or shutil.which("sacct") is None:
         return None
-    proc = _run(["sacct", "-j", ",".join(bases), f"--format={SACCT_FORMAT}", "-P", "-n", "-X"], timeout)
+    proc = _run(["sacct", "-j", ",".join(bases), f"--format={SACCT_FORMAT}", "--parsable2", "-n", "-X"], timeout)
     if proc is None or proc.returncode != 0:
         return None
     return _parse_rows(proc.stdout, set(job_ids), "sacct", node_col=2, elapsed_col=3)
 
 
+def parse_squeue(text: str, wanted: set[str]) -> tuple[dict[str, TaskState], bool]:
+    """Rows of ``squeue -r -o SQUEUE_FORMAT`` -> (states of the wanted ids, whether every line parsed)."""
+    found: dict[str, TaskState] = {}
+    clean = True
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        cols = line.split("|")
+        if len(cols) != 5 or not cols[0].strip().isdigit():
+            clean = False
+            continue
+        job, task = cols[0].strip(), cols[1].strip()
+        if task in ("N/A", ""):
+            ids = [job]
+        elif task.isdigit():
+            ids = [f"{job}_{task}"]
+        else:
+            ids = expand_row_id(f"{job}_{task}" if task.startswith("[") else f"{job}_[{task}]")
+            if not ids:
+                clean = False
+                continue
+        raw = cols[2].strip()
+        if not raw or not raw.replace("_", "").isalpha():
+            clean = False
+            continue
+        node = cols[3].strip()
+        node = "" if node in ("None assigned", "(null)") or node.startswith("(") else node
+        state = TaskState(state=base_state(raw), node=node, elapsed_seconds=parse_elapsed(cols[4]),
+                          source="squeue", raw=raw)
+        for task_id in ids:
+            if task_id in wanted:
+                found[task_id] = state
+    return found, clean
+
+
 def query_squeue(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, TaskState] | None:
     """squeue's view of ``job_ids`` (all states, so recently ended jobs still show); a job it does not
-    list has left the queue (FINISHED). None when the controller does not answer."""
+    list has left the queue (FINISHED), unless a line of its answer could not be parsed (then the
+    unlisted ids stay unknown). None when the controller does not answer."""
     bases = sorted({TASK_ID_RE.match(j).group(1) for j in job_ids if TASK_ID_RE.match(j)}, key=int)
     if not bases or shutil.which("squeue") is None:
         return None
-    proc = _run(["squeue", "-h", "-t", "all", "-j", ",".join(bases), "-o", "%i|%T|%N|%M"], timeout)
+    proc = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(bases), "-o", SQUEUE_FORMAT], timeout)
     if proc is None:
         return None
     if proc.returncode != 0:
@@ -137,10 +185,10 @@ def query_squeue(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, Ta
         if "Invalid job id" not in proc.stderr:
             return None
         proc.stdout = ""
-    found = _parse_rows(proc.stdout, set(job_ids), "squeue", node_col=2, elapsed_col=3)
+    found, clean = parse_squeue(proc.stdout, set(job_ids))
     for task_id in job_ids:
         if task_id not in found and TASK_ID_RE.match(task_id):
-            found[task_id] = TaskState(state=FINISHED, source="squeue")
+            found[task_id] = TaskState(state=FINISHED if clean else "", source="squeue" if clean else "none")
     return found
 
 
@@ -157,7 +205,7 @@ def query_states(job_ids: list[str], timeout: float = TIMEOUT_S) -> dict[str, Ta
     states = query_sacct(ids, timeout) or {}
     # sacct lags the controller (records reach slurmdbd asynchronously, and after a slurmdbd outage
     # it shows RUNNING until the queued records arrive): the controller is the truth for live jobs.
-    ask = [j for j in ids if j not in states or states[j].state in LIVE_STATES]
+    ask = [j for j in ids if j not in states or not states[j].state or states[j].state in LIVE_STATES]
     if ask:
         states.update(query_squeue(ask, timeout) or {})
     for task_id in ids:

@@ -1,8 +1,10 @@
-"""Per-experiment state from what is on disk (manifest, shards, progress, submission records) and,
+"""Per-experiment state from what is on disk (manifest, shards, leases, progress, submission records) and,
 for Slurm jobs, the scheduler (sacct, falling back to squeue; see slurm_state.py).
 
-States: completed, skipped, failed, oom, diverged (a shard says so); running, queued (a live job);
-lost (its job ended without writing a result: killed, cancelled, node failure); pending (never submitted).
+States: completed, skipped, failed, oom, diverged (a shard says so); running, queued (a live lease or a
+live job); unknown (the scheduler did not answer or could not be parsed: never taken for an end); lost (its
+job is known to have ended without a result, no live task holds its lease, no fresh heartbeat); pending
+(never submitted). Which evidence wins is one rule, status/precedence.py, shared with submit and collect.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from typing import Any
 
 import pandas as pd
 
+from hpc_unet.dispatch.lease import judge, read_lease, stale_seconds
 from hpc_unet.dispatch.records import latest_tasks
 from hpc_unet.results.shards import _rank as _status_rank  # the same choice as completed_experiments
 from hpc_unet.results.shards import shard_index
+from hpc_unet.status import precedence
+from hpc_unet.status.precedence import Evidence
 from hpc_unet.study import Study, read_json
 
-STALE_SECONDS = 15 * 60
-SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING"}
-SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED", "RESIZING"}
+SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED", "STOPPED"}
+SCHEDULER_DOWN = ("Slurm did not answer (controller down or unreachable): states come from the files on disk; "
+                  "experiments whose job state is unknown are shown as unknown, never as lost")
 
 
 def _pid_alive(pid: Any, host: Any) -> bool:
@@ -69,13 +75,58 @@ def slurm_states(job_ids: list[str]) -> dict[str, Any]:
     return query_states(job_ids)
 
 
+def scheduler_view(task: dict[str, Any], sched: Any, prog: dict[str, Any]) -> str:
+    """The latest task as precedence sees it: running, queued, ended or unknown ('' when none)."""
+    if not task:
+        return precedence.SCHED_NONE
+    if task.get("executor") == "slurm":
+        state = getattr(sched, "state", "") if sched is not None else ""
+        if not state:
+            return precedence.SCHED_UNKNOWN
+        from hpc_unet.status.slurm_state import ENDED_STATES, FINISHED
+
+        if state in SLURM_RUNNING:
+            return precedence.SCHED_RUNNING
+        if state in SLURM_QUEUED:
+            return precedence.SCHED_QUEUED
+        if state in ENDED_STATES or state == FINISHED:
+            return precedence.SCHED_ENDED
+        return precedence.SCHED_UNKNOWN  # a state this code does not know is not an end
+    same_attempt = prog.get("attempt") == task.get("attempt")
+    if _pid_alive(task.get("job_id"), socket.gethostname()):
+        return precedence.SCHED_RUNNING if same_attempt else precedence.SCHED_QUEUED
+    return precedence.SCHED_ENDED
+
+
+def progress_fresh(prog: dict[str, Any], now: float) -> bool:
+    """A progress file that says training and was written within the lease's stale time, by a process
+    not known to be dead (the heartbeat of runs that hold no lease)."""
+    if prog.get("state") not in ("starting", "running"):
+        return False
+    try:
+        if now - float(prog.get("updated_at", 0)) > stale_seconds():
+            return False
+    except (TypeError, ValueError):
+        return False
+    return not (prog.get("host") == socket.gethostname() and not _pid_alive(prog.get("pid"), prog.get("host")))
+
+
+def evidence(shard_items: list[tuple[int, str, str]] | None, task: dict[str, Any], sched: Any,
+             prog: dict[str, Any], lease: dict[str, Any] | None, now: float) -> Evidence:
+    """Everything precedence needs about one experiment, from the reads status already made."""
+    shard = max(shard_items, key=_status_rank)[2] if shard_items else None
+    shard_attempt = max(a for a, _, _ in shard_items) if shard_items else 0
+    view = judge(lease, now)
+    return Evidence(shard=shard, shard_attempt=shard_attempt, task_attempt=int(task.get("attempt", 0) or 0),
+                    lease_live=view.live, scheduler=scheduler_view(task, sched, prog),
+                    heartbeat_fresh=lease is None and progress_fresh(prog, now))
+
+
 def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slurm: bool = True) -> list[dict[str, Any]]:
     from hpc_unet.manifest import read_manifest
 
     frame = read_manifest(study) if frame is None else frame
     index = shard_index(study)  # one directory scan for both (completed_experiments would scan again)
-    shard_status = {exp: max(items, key=_status_rank)[2] for exp, items in index.items()}
-    shard_attempts = {exp: max(a for a, _, _ in items) for exp, items in index.items()}
     read_progress = _progress_reader(study)
     tasks = latest_tasks(study)
     slurm_ids = [t["job_id"] for t in tasks.values() if t.get("executor") == "slurm" and t.get("job_id")]
@@ -87,11 +138,11 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
         prog = read_progress(exp_id)
         task = tasks.get(exp_id, {})
         sched = scheduler.get(task.get("job_id", "")) if task else None
-        status = shard_status.get(exp_id)
-        attempt_done = shard_attempts.get(exp_id, 0) >= task.get("attempt", 0)
-        state = status if status else "pending"
-        if task and not attempt_done:
-            state = _live_state(task, prog, sched, now) or "lost"
+        items = index.get(exp_id)
+        done = bool(items) and max(items, key=_status_rank)[2] in precedence.DONE
+        lease = None if done else read_lease(study.run_dir(exp_id))  # a result outranks any lease
+        ev = evidence(items, task, sched, prog, lease, now)
+        state = precedence.decide(ev)
         row = {**rec, "state": state, "epoch": prog.get("epoch", 0), "best_val_jaccard": prog.get("best_val_jaccard"),
                "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": prog.get("restarts", 0),
                "job_id": task.get("job_id", ""), "executor": task.get("executor", ""),
@@ -99,31 +150,10 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
                "node": (getattr(sched, "node", "") if sched else "") or prog.get("host", ""),
                "elapsed_seconds": getattr(sched, "elapsed_seconds", None) if sched else None,
                "state_source": getattr(sched, "source", "") if sched else "disk",
+               "lease": (lease or {}).get("job_id", "") if ev.lease_live else "",
                "updated_at": prog.get("updated_at"), "error": prog.get("error", "")}
         rows.append(row)
     return rows
-
-
-def _live_state(task: dict[str, Any], prog: dict[str, Any], sched: Any, now: float) -> str | None:
-    """running / queued while the job is alive, None when it has ended (the caller decides lost)."""
-    same_attempt = prog.get("attempt") == task.get("attempt")
-    if task.get("executor") == "slurm":
-        if sched is not None and sched.state:
-            base = sched.state.split()[0]
-            if base in SLURM_RUNNING:
-                return "running"
-            if base in SLURM_QUEUED:
-                return "queued"
-            return None
-        # no answer from the scheduler: trust a fresh progress file
-        if same_attempt and prog.get("state") in ("starting", "running") and now - prog.get("updated_at", 0) < STALE_SECONDS:
-            return "running"
-        return "queued" if not same_attempt else None
-    if same_attempt and prog.get("state") in ("starting", "running") and _pid_alive(prog.get("pid"), prog.get("host")):
-        return "running"
-    if _pid_alive(task.get("job_id"), socket.gethostname()):
-        return "queued" if not same_attempt else "running"
-    return None
 
 
 def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
@@ -138,8 +168,10 @@ def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
     running = counts.get("running", 0)
     if remaining and epoch_secs and running:
         left_epochs = sum(max(0, r["epochs"] - (r["epoch"] or 0)) for r in rows
-                          if r["state"] in ("running", "queued", "pending"))
+                          if r["state"] in ("running", "queued", "pending", "unknown"))
         eta = left_epochs * (sum(epoch_secs) / len(epoch_secs)) / running
+    down = any(r.get("executor") == "slurm" and r.get("state_source") == "none" for r in rows)
     return {"study": str(study.root), "total": len(rows), "done": done, "failed": failed,
             "running": running, "queued": counts.get("queued", 0), "pending": counts.get("pending", 0),
-            "counts": counts, "eta_seconds": eta}
+            "unknown": counts.get("unknown", 0), "restarts": sum(int(r.get("restarts") or 0) for r in rows),
+            "counts": counts, "eta_seconds": eta, "note": SCHEDULER_DOWN if down else ""}

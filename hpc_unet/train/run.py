@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_unet import runinfo
+from hpc_unet.dispatch.lease import current_restarts, leased
 from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_iso, write_shard
 from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
 from hpc_unet.train.checkpoint import Bundle, clear, load_latest, save_bundle
@@ -156,6 +157,7 @@ def _save_model(model_builder: Any, weights: list, path: Path, metadata: dict[st
     return path.stat().st_size
 
 
+@leased  # one live task per experiment; counts interruptions across attempts (dispatch/lease.py)
 def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh: bool = False) -> dict[str, Any]:
     """Train ``row`` (a manifest row) to its end, resuming from disk; return its summary.
 
@@ -171,9 +173,9 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
     if fresh and info["starts"] == 1:
         clear(run_dir / "checkpoint")  # a retry of a diverged/oom run starts over, but its restarts resume
     progress = Progress(study, exp_id, attempt=attempt, attempt_id=info["attempt_id"], epochs=int(row["epochs"]),
-                        restarts=info["starts"] - 1, state="starting", started_at=info["started_at"])
+                        restarts=current_restarts(study, exp_id), state="starting", started_at=info["started_at"])
     progress.update()
-    base = {**row, "attempt": attempt, "attempt_id": info["attempt_id"], "restarts": info["starts"] - 1,
+    base = {**row, "attempt": attempt, "attempt_id": info["attempt_id"], "restarts": current_restarts(study, exp_id),
             "job_id": runinfo.job_id(), "host": runinfo.host(), "started_at": info["started_at"],
             "package_version": runinfo.package_version(), "git_commit": runinfo.git_commit(),
             "diverged_epoch": 0, "error_type": "", "error_message": "", "error_traceback": ""}
@@ -302,6 +304,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
         history.extend(bundle.state["history"])
         start, finished, resumed_from = bundle.epoch, bool(bundle.state["finished"]), bundle.epoch
     state["resumed_from_epoch"] = resumed_from
+    state["resumed_from_attempt"] = bundle.state.get("attempt_id", "") if bundle is not None else ""
     phases.mark("restore")
 
     def on_epoch_done(epoch: int, done: bool) -> None:
@@ -312,7 +315,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
             optimizer=[np.array(v) for v in optimizer.variables],
             state={"history": history, "finished": done, "early_stopping": early.get_state(),
                    "reduce_lr": plateau.get_state() if plateau else None, "seed": int(row["seed"]),
-                   "exp_id": exp_id}))
+                   "exp_id": exp_id, "attempt_id": base["attempt_id"]}))
         progress.update(state="running", epoch=epoch, best_val_jaccard=best,
                         last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"])
         if "first_epoch" not in phases:

@@ -1,19 +1,30 @@
 """Figures of the grid, drawn with matplotlib's object API (no pyplot state, no display needed).
 
 Cells without a usable value are drawn hatched grey with their status ('oom', 'missing', ...), never
-coloured as a number, so a failed run cannot be mistaken for a poor one.
+coloured as a number, so a failed run cannot be mistaken for a poor one. Cells whose runs did not learn
+keep their (low) Jaccard but are cross-hatched; their stability and convergence are undefined and drawn
+as "did not learn", never as the best value.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from hpc_unet.analysis.load import FACTORS, METRICS, PERFORMANCE, STABILITY, arch_order
+from hpc_unet.analysis.load import (
+    FACTORS,
+    METRICS,
+    NEEDS_LEARNING,
+    PERFORMANCE,
+    STABILITY,
+    arch_order,
+    not_learned,
+)
 from hpc_unet.manifest import format_number
 
 if TYPE_CHECKING:
@@ -22,13 +33,16 @@ if TYPE_CHECKING:
 
 HEATMAPS = {
     "best_val_jaccard": "heatmap_jaccard",
+    "best_val_iou": "heatmap_iou",
     "val_loss_std": "heatmap_stability",
+    "val_loss_std_detrended": "heatmap_oscillation",
     "best_epoch": "heatmap_convergence",
     "overfit_gap_end": "heatmap_overfitting",
 }
 DPI = 110
-VALUE_FORMAT = {"best_val_jaccard": "{:.3f}", "val_loss_std": "{:.3g}", "best_epoch": "{:.1f}",
-                "overfit_gap_end": "{:.3g}"}
+VALUE_FORMAT = {"best_val_jaccard": "{:.3f}", "best_val_iou": "{:.3f}", "val_loss_std": "{:.3g}",
+                "val_loss_std_detrended": "{:.3g}", "best_epoch": "{:.1f}", "overfit_gap_end": "{:.3g}"}
+NOT_LEARNED_HATCH = "xxx"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -54,12 +68,13 @@ def _levels(frame: pd.DataFrame, col: str) -> list:
 
 def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
     """One panel per architecture over (lr, batch), annotated; colour scale shared across panels."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Patch, Rectangle
 
     label, higher_better = METRICS[metric]
     archs = _levels(cells, "architecture")
     lrs, bss = _levels(cells, "learning_rate"), _levels(cells, "batch_size")
-    fig = _figure(3.2 * len(archs) + 1.2, 0.55 * len(lrs) + 1.6)
+    fig = _figure(3.2 * len(archs) + 1.2, 0.55 * len(lrs) + 2.1)
+    flat_cells = 0
     axes = fig.subplots(1, len(archs), squeeze=False)[0]
     values = cells[metric].to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
@@ -79,17 +94,33 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
         for i, lr in enumerate(lrs):
             for j, bs in enumerate(bss):
                 value = grid[i, j]
+                flat = 0
                 if (lr, bs) not in sub.index:
                     status, partial = "not in grid", ""
                 else:
                     rec = sub.loc[(lr, bs)]
+                    flat = int(rec.get("n_not_learned", 0) or 0)
                     status = str(rec["label"]) if rec["n_completed"] == 0 else "n/a"
+                    if rec["n_completed"] > 0 and flat >= rec["n_completed"]:
+                        status = "did not\nlearn"
                     partial = str(rec["label"]) if rec["n_completed"] > 0 else ""
+                    if 0 < flat < rec["n_completed"]:
+                        partial = (partial + ", " if partial else "") + f"{flat} flat"
+                if flat and np.isfinite(value) or (flat and metric in NEEDS_LEARNING):
+                    flat_cells += 1
                 if np.isfinite(value):
                     rgba = cmap((value - vmin) / (vmax - vmin))
                     dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
                     text = VALUE_FORMAT.get(metric, "{:.3g}").format(value) + (f"\n({partial})" if partial else "")
                     ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+                    if flat:
+                        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#b00000",
+                                               hatch=NOT_LEARNED_HATCH, linewidth=0.8))
+                elif flat and status.startswith("did not"):
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#eeeeee", edgecolor="#b00000",
+                                           hatch=NOT_LEARNED_HATCH, linewidth=0.5))
+                    ax.text(j, i, status, ha="center", va="center", fontsize=8, color="#b00000",
+                            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
                 else:
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#d9d9d9", edgecolor="#7f7f7f",
                                            hatch="///", linewidth=0.5))
@@ -101,8 +132,14 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
         ax.set_title(arch, fontsize=10)
     axes[0].set_ylabel("learning rate")
     if image is not None:
-        fig.colorbar(image, ax=list(axes), label=label + (" (higher is better)" if higher_better else
-                                                          " (lower is better)"), shrink=0.9)
+        fig.colorbar(image, ax=list(axes), label=label + ("\n(higher is better)" if higher_better else
+                                                          "\n(lower is better)"), shrink=0.9)
+    handles = [Patch(facecolor="#d9d9d9", edgecolor="#7f7f7f", hatch="///", label="no value (status shown)")]
+    if flat_cells:
+        what = ("undefined: the runs did not learn" if metric in NEEDS_LEARNING else
+                "runs that did not learn (skill < 0.10)")
+        handles.append(Patch(facecolor="none", edgecolor="#b00000", hatch=NOT_LEARNED_HATCH, label=what))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
     return fig
 
 
@@ -177,6 +214,7 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     from matplotlib.lines import Line2D
 
     hist = history.merge(completed[["exp_id", *FACTORS]], on="exp_id", how="inner").sort_values("epoch")
+    flat = set(completed.loc[not_learned(completed), "exp_id"])
     archs = _levels(completed, "architecture")
     lrs, bss = _levels(completed, "learning_rate"), _levels(completed, "batch_size")
     colors = _colors(len(lrs))
@@ -188,6 +226,8 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
             lr, bs = run["learning_rate"].iloc[0], run["batch_size"].iloc[0]
             style = {"color": colors[lrs.index(lr)], "linestyle": LINESTYLES[bss.index(bs) % 4], "linewidth": 1,
                      "alpha": 0.8}
+            if run["exp_id"].iloc[0] in flat:
+                style.update(color="#9a9a9a", linewidth=0.7, alpha=0.6)
             if "val_jacard_coef" in run:
                 axes[0, col].plot(run["epoch"], run["val_jacard_coef"], **style)
             if "val_loss" in run:
@@ -201,6 +241,8 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     handles = [Line2D([], [], color=colors[i], label=f"lr {format_number(float(lr))}") for i, lr in enumerate(lrs)]
     handles += [Line2D([], [], color="black", linestyle=LINESTYLES[i % 4], label=f"batch {int(b)}")
                 for i, b in enumerate(bss)]
+    if flat:
+        handles.append(Line2D([], [], color="#9a9a9a", label="did not learn"))
     axes[0, 0].legend(handles=handles, fontsize=7)
     return fig
 
@@ -228,22 +270,87 @@ def stability_vs_performance(completed: pd.DataFrame, corr: dict) -> Figure:
     return fig
 
 
+Example = tuple[str, str, dict[str, np.ndarray]]  # (architecture, what it is, arrays)
+
+
+def load_examples(root: Path, completed: pd.DataFrame, recs: pd.DataFrame) -> list[Example]:
+    """The stored example patches of each architecture's recommended (best) run, where a run wrote them."""
+    from hpc_unet.train.examples import EXAMPLES_FILE, read_examples
+
+    out: list[Example] = []
+    best = recs[recs["kind"] == "best"] if not recs.empty and "kind" in recs.columns else recs
+    for r in best.to_dict("records"):
+        runs = completed[(completed["architecture"] == r["architecture"])
+                         & np.isclose(completed["learning_rate"].astype(float), float(r["learning_rate"]))
+                         & (completed["batch_size"].astype(int) == int(r["batch_size"])) & ~not_learned(completed)]
+        for row in runs.to_dict("records"):
+            rel = str(row.get("examples") or "")
+            rel = rel if rel and rel != "nan" else f"runs/{row['exp_id']}/{EXAMPLES_FILE}"
+            arrays = read_examples(Path(root) / rel)
+            if arrays is not None and len(arrays.get("image", [])):
+                what = (f"lr {format_number(float(r['learning_rate']))}, batch {int(r['batch_size'])}, seed "
+                        f"{int(row.get('seed', 0))}; {arrays['split'].item()} patches")
+                out.append((str(r["architecture"]), what, arrays))
+                break
+    return out
+
+
+def overlays(examples: list[Example], per_row: int = 2) -> Figure:
+    """Per architecture: image, ground truth and predicted probability (0.5 contour) of stored patches."""
+    fig = _figure(11.0, 2.3 * len(examples) + 0.4)
+    axes = fig.subplots(len(examples), 3 * per_row, squeeze=False)
+    for row, (arch, what, arrays) in enumerate(examples):
+        n = min(per_row, len(arrays["image"]))
+        for k in range(per_row):
+            panels = axes[row, 3 * k:3 * k + 3]
+            for ax in panels:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if k >= n:
+                for ax in panels:
+                    ax.set_axis_off()
+                continue
+            img, mask, pred = arrays["image"][k], arrays["mask"][k] / 255.0, arrays["prediction"][k] / 255.0
+            panels[0].imshow(img, cmap="gray", vmin=0, vmax=255)
+            panels[1].imshow(img, cmap="gray", vmin=0, vmax=255)
+            panels[1].imshow(np.ma.masked_less(mask, 0.5), cmap="spring", alpha=0.45, vmin=0, vmax=1)
+            panels[2].imshow(pred, cmap="magma", vmin=0, vmax=1)
+            if 0.0 < mask.mean() < 1.0:
+                panels[2].contour(mask, levels=[0.5], colors="#00e0ff", linewidths=0.8)
+            for ax, title in zip(panels, ("image", "ground truth", "prediction"), strict=True):
+                ax.set_title(title, fontsize=8)
+        axes[row, 0].set_ylabel(f"{arch}\n{what}", fontsize=7)
+    fig.suptitle("prediction: probability (bright = foreground); cyan line: ground-truth outline", fontsize=8)
+    return fig
+
+
 def all_figures(cells: pd.DataFrame, cells_j: pd.DataFrame, completed: pd.DataFrame,
-                history: pd.DataFrame | None, corr: dict) -> Iterable[tuple[str, str, Figure]]:
+                history: pd.DataFrame | None, corr: dict, examples: list[Example] | None = None
+                ) -> Iterable[tuple[str, str, Figure]]:
     """(name, caption, figure) for every figure the data allow."""
+    learned = completed[~not_learned(completed)]
     for metric, name in HEATMAPS.items():
         label = METRICS[metric][0]
-        yield name, (f"{label} per (learning rate, batch size) cell, mean over completed seeds; hatched grey "
-                     "cells have no value and show their status; '(k/n ok)' marks cells where some runs "
+        extra = (" (runs that learned only; cells where no run learned show 'did not learn')"
+                 if metric in NEEDS_LEARNING else "; cross-hatched red: runs that did not learn")
+        yield name, (f"{label} per (learning rate, batch size) cell, mean over completed seeds{extra}; hatched "
+                     "grey cells have no value and show their status; '(k/n ok)' marks cells where some runs "
                      "failed"), heatmap(cells, metric)
     if completed.empty:
         return
+    if examples:
+        yield "overlays", ("Example patches of each architecture's recommended run: image, ground truth (pink) "
+                           "and predicted probability with the ground-truth outline; test patches when the study "
+                           "has a test set"), overlays(examples)
     yield "comparison_lr", ("Best val Jaccard vs learning rate, a line per batch size; bars are the cell's 95% "
                             "CI (see the CI method column of the cell table)"), comparison_lr(cells_j)
-    yield "stability_vs_batch", ("Val-loss std vs batch size, a line per learning rate and the mean in black"
-                                 ), stability_vs_batch(completed)
+    if not learned.empty:
+        yield "stability_vs_batch", ("Val-loss std vs batch size (runs that learned), a line per learning rate "
+                                     "and the mean in black"), stability_vs_batch(learned)
     if history is not None and not history.empty:
         yield "learning_curves", ("Validation Jaccard and loss per epoch of every completed run; colour = "
-                                  "learning rate, line style = batch size"), learning_curves(completed, history)
-    yield "stability_vs_performance", ("Each completed run's stability against its best Jaccard"
-                                       ), stability_vs_performance(completed, corr)
+                                  "learning rate, line style = batch size, grey = did not learn"
+                                  ), learning_curves(completed, history)
+    if not learned.empty:
+        yield "stability_vs_performance", ("Stability against best Jaccard of each run that learned"
+                                           ), stability_vs_performance(learned, corr)

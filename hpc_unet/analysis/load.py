@@ -24,19 +24,29 @@ FACTOR_LABELS = {"architecture": "architecture", "learning_rate": "learning rate
 
 # metric column -> (label, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
-    "best_val_jaccard": ("best val Jaccard", True),
-    "val_loss_std": ("val-loss std (stability)", False),
+    "best_val_jaccard": ("best val Jaccard (soft)", True),
+    "best_val_iou": ("val IoU, thresholded at 0.5", True),
+    "val_loss_std": ("val-loss std (stability, the seed's measure)", False),
+    "val_loss_std_detrended": ("detrended val-loss std (oscillation)", False),
     "best_epoch": ("epochs to best (convergence)", False),
     "overfit_gap_end": ("overfitting gap (val - train loss, last epoch)", False),
-    "jaccard_per_gpu_hour": ("best val Jaccard per GPU-hour", True),
+    "jaccard_per_gpu_hour": ("best val Jaccard per device-hour", True),
 }
 PERFORMANCE = "best_val_jaccard"
+IOU = "best_val_iou"
 STABILITY = "val_loss_std"
+OSCILLATION = "val_loss_std_detrended"
 MISSING = "missing"
+# Undefined for a run that did not learn: a flat curve has a tiny std and its best epoch is 1, which
+# would otherwise rank it "most stable" and "fastest".
+NEEDS_LEARNING = (STABILITY, OSCILLATION, "best_epoch")
+LEARNED_FROM_PROVENANCE = "derived from the validation mask fraction in data_provenance"
 
 _REQUIRED = ("exp_id", "status")
-_NUMERIC = ("best_val_jaccard", "val_loss_std", "best_epoch", "overfit_gap_end", "overfit_gap_best",
-            "total_train_seconds", "mean_epoch_seconds", "epochs_run", "peak_gpu_bytes", "param_count")
+_NUMERIC = ("best_val_jaccard", "best_val_iou", "best_val_dice", "val_loss_std", "val_loss_std_detrended",
+            "best_epoch", "overfit_gap_end", "overfit_gap_best", "total_train_seconds", "mean_epoch_seconds",
+            "epochs_run", "peak_gpu_bytes", "param_count", "test_jaccard", "test_iou", "test_dice",
+            "val_mask_fraction", "trivial_val_jaccard", "trivial_val_iou", "learned_skill")
 
 
 @dataclass
@@ -56,6 +66,11 @@ class StudyData:
         """Runs that enter the statistics."""
         ok = (self.runs["status"] == "completed") & np.isfinite(self.runs[PERFORMANCE])
         return self.runs[ok]
+
+    @property
+    def learned(self) -> pd.DataFrame:
+        """Completed runs whose stability and convergence are defined (learned, or unknown for old shards)."""
+        return learned_runs(self.completed)
 
     @property
     def description(self) -> str:
@@ -145,7 +160,69 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
         out[col] = out[col].fillna("").astype(str)
     if "attempts" not in out.columns:
         out["attempts"] = out["attempt"] if "attempt" in out.columns else np.nan
+    return _derive_learned(out)
+
+
+def _mask_fraction_val(provenance: Any) -> float:
+    prov = parse_json(provenance)
+    try:
+        return float(prov.get("mask_fraction_val")) if isinstance(prov, dict) else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _derive_learned(out: pd.DataFrame) -> pd.DataFrame:
+    """``learned`` (True/False/None) and ``learned_source`` for every row.
+
+    Shards written before the check have no trivial scores; their validation mask fraction f (recorded
+    in data_provenance) gives them: all-foreground scores f on both metrics, the best trivial score.
+    """
+    from hpc_unet.train.summary import learning_evidence
+
+    learned = out["learned"] if "learned" in out.columns else pd.Series([None] * len(out), index=out.index)
+    learned = learned.astype(object).where(learned.notna(), None)
+    source = pd.Series(np.where(learned.notna(), "recorded", "unknown"), index=out.index, dtype=object)
+    completed = out["status"] == "completed"
+    for idx in out.index[completed & learned.isna()]:
+        frac = _mask_fraction_val(out.at[idx, "data_provenance"]) if "data_provenance" in out.columns else math.nan
+        if not math.isfinite(frac):
+            continue
+        ev = learning_evidence(float(out.at[idx, PERFORMANCE]), float(out.at[idx, IOU]), frac, frac)
+        if ev["learned"] is None:
+            continue
+        learned.at[idx] = ev["learned"]
+        source.at[idx] = LEARNED_FROM_PROVENANCE
+        out.at[idx, "learned_skill"] = ev["learned_skill"]
+        out.at[idx, "trivial_val_jaccard"] = out.at[idx, "trivial_val_iou"] = frac
+        out.at[idx, "val_mask_fraction"] = frac
+    learned[~completed] = None
+    source[~completed] = ""
+    out["learned"] = learned
+    out["learned_source"] = source
     return out
+
+
+def not_learned(frame: pd.DataFrame) -> pd.Series:
+    """True where a run is known not to have learned."""
+    if "learned" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame["learned"].map(lambda v: v is False or (isinstance(v, (bool, np.bool_)) and not v))
+
+
+def learned_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows not known to have failed to learn (unknown counts as learned, and the report says how many)."""
+    return frame[~not_learned(frame)]
+
+
+def hour_unit(runs: pd.DataFrame) -> str:
+    """'GPU-hour', 'CPU-hour' or 'device-hour' (mixed or unknown), from the devices the runs used."""
+    if "device" not in runs.columns:
+        return "device-hour"
+    devices = {str(d) for d in runs.loc[runs["status"] == "completed", "device"].dropna() if str(d)}
+    if not devices:
+        return "device-hour"
+    cpu = {d for d in devices if d.upper() == "CPU"}
+    return "CPU-hour" if cpu == devices else "GPU-hour" if not cpu else "device-hour"
 
 
 def join_manifest(manifest: pd.DataFrame, results: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
@@ -246,6 +323,7 @@ def cell_status(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, grp in runs.groupby(list(FACTORS), sort=True):
         ok = (grp["status"] == "completed") & np.isfinite(grp[PERFORMANCE])
+        flat = ok & not_learned(grp)
         others = grp.loc[~ok, "status"].replace({"completed": "no metrics"})
         counts = others.value_counts()
         if not ok.any():
@@ -256,9 +334,13 @@ def cell_status(runs: pd.DataFrame) -> pd.DataFrame:
             label = ""
         rec = dict(zip(FACTORS, key, strict=True))
         rec.update(n_planned=len(grp), n_completed=int(ok.sum()), label=label,
-                   statuses=", ".join(f"{s} x{n}" for s, n in counts.items()))
+                   statuses=", ".join(f"{s} x{n}" for s, n in counts.items()),
+                   n_not_learned=int(flat.sum()))
         for metric in METRICS:
-            vals = grp.loc[ok, metric].astype(float)
+            if metric not in grp.columns:
+                rec[metric] = np.nan
+                continue
+            vals = grp.loc[(ok & ~flat) if metric in NEEDS_LEARNING else ok, metric].astype(float)
             vals = vals[np.isfinite(vals)]
             rec[metric] = float(vals.mean()) if len(vals) else np.nan
         rows.append(rec)

@@ -126,7 +126,7 @@ def display(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """A table of strings for the report: lr in exponent form, p-values as p, CIs as [low, high]."""
     f = frame.copy()
     out = pd.DataFrame(index=f.index)
-    if name in ("anova_jaccard", "anova_stability"):
+    if name.startswith("anova_"):
         out["term"] = f["term"]
         for col, label in (("sum_sq", "SS"), ("df", "df"), ("mean_sq", "MS"), ("F", "F")):
             out[label] = f[col].map(num)
@@ -161,7 +161,8 @@ TABLE_TITLES = {
     "verdicts": "Verdicts",
     "recommendations": "Recommended configurations",
     "anova_jaccard": "ANOVA of best val Jaccard",
-    "anova_stability": "ANOVA of stability (val-loss std)",
+    "anova_stability": "ANOVA of stability (val-loss std, runs that learned)",
+    "anova_oscillation": "ANOVA of oscillation (detrended val-loss std, runs that learned)",
     "cells": "Cells: means and 95% confidence intervals",
     "marginal_means": "Marginal means with 95% confidence intervals",
     "correlation": "Correlation of stability with performance",
@@ -177,21 +178,34 @@ def build_blocks(bundle: Bundle) -> list[Block]:
     blocks: list[Block] = [("h1", f"Analysis of study '{study.get('name', '?')}'")]
     blocks.append(("p", f"{study.get('description') + '. ' if study.get('description') else ''}Generated {info.get('generated_at', '')} by hpc-unet "
                         f"{info.get('hpc_unet_version', '')} from {study.get('root', '')}."))
+    unit = info.get("hour_unit", "GPU-hour")
+    if info.get("headline"):
+        blocks.append(("h2", "In short"))
+        blocks.append(("p", info["headline"]))
     blocks.append(("h2", "Summary"))
     blocks.append(("ul", info.get("summary", [])))
     for name in ("verdicts", "recommendations"):
         if name in tables:
             blocks.append(("h2", TABLE_TITLES[name]))
             if name == "recommendations":
-                blocks.append(("p", "best = highest mean Jaccard; most robust = highest mean minus std over the "
-                                    "cell and its lr/batch neighbours; most efficient = highest Jaccard per GPU-hour."))
-            blocks.append(("table", name, display(name, tables[name])))
+                blocks.append(("p", "Among runs that learned: best = highest mean val soft Jaccard; most robust = "
+                                    "highest mean minus std over the cell and its lr/batch neighbours; most "
+                                    f"efficient = highest Jaccard per {unit}. val IoU / val Dice are thresholded "
+                                    "at 0.5; test columns are on the held-out test set (empty without one)."))
+            frame = display(name, tables[name])
+            frame.columns = [str(c).replace("gpu hour", unit) for c in frame.columns]
+            blocks.append(("table", name, frame))
+    blocks.append(("h2", "Glossary"))
+    blocks.append(("ul", GLOSSARY))
     blocks.append(("h2", "Figures"))
     for fig in info.get("figures", []):
         blocks.append(("figure", fig["name"], fig["caption"]))
     blocks.append(("h2", "Statistics"))
-    for key, name in (("jaccard", "anova_jaccard"), ("stability", "anova_stability")):
+    for key, name in (("jaccard", "anova_jaccard"), ("stability", "anova_stability"),
+                      ("oscillation", "anova_oscillation")):
         meta = info.get("anova", {}).get(key, {})
+        if not meta:
+            continue
         blocks.append(("h3", TABLE_TITLES[name]))
         if meta.get("skipped"):
             blocks.append(("p", f"Skipped: {meta['skipped']}."))
@@ -214,6 +228,10 @@ def build_blocks(bundle: Bundle) -> list[Block]:
         blocks.append(("table", "baseline", display("baseline", tables["baseline"])))
     blocks.append(("h2", "What was run"))
     blocks.append(("ul", info.get("provenance", [])))
+    learning = info.get("learning", {})
+    if learning.get("not_learned_ids"):
+        blocks.append(("h3", "Runs that did not learn"))
+        blocks.append(("p", f"{learning.get('rule', '')}: " + ", ".join(learning["not_learned_ids"])))
     if "failures" in tables and len(tables["failures"]):
         blocks.append(("h3", TABLE_TITLES["failures"]))
         blocks.append(("table", "failures", display("failures", tables["failures"])))
@@ -250,11 +268,38 @@ def to_markdown(blocks: list[Block]) -> str:
     return "\n".join(lines)
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+GLOSSARY = [
+    "Soft Jaccard: (sum of p*t + 1) / (sum of t + sum of p - sum of p*t + 1) over all validation pixels, with "
+    "the predicted probabilities p (not thresholded) and the true mask t; the metric the study monitors "
+    "(Keras name jacard_coef). Under-confident models (e.g. with focal loss) score lower on it than on IoU.",
+    "IoU (intersection over union) and Dice: the same overlap with the prediction thresholded at 0.5, the "
+    "numbers a segmentation is usually judged by. Dice = 2 IoU / (1 + IoU) for one mask.",
+    "Did it learn: a run learned when its best validation soft Jaccard or IoU closes at least 10% of the gap "
+    "between the best image-blind predictor (all background, all foreground, or the mask fraction everywhere) "
+    "and a perfect score. Runs that did not learn keep their Jaccard; their stability and convergence are "
+    "undefined.",
+    "Stability (the seed's measure): the standard deviation of the validation loss over all epochs. It also "
+    "grows when the loss falls fast, so a run that learns a lot looks unstable.",
+    "Oscillation: the standard deviation of the validation loss around a straight line fitted over the epochs "
+    "(detrended std); it measures only the epoch-to-epoch wobble, not the descent.",
+    "Partial eta squared: the share of the variation a factor explains, SS_effect / (SS_effect + SS_residual); "
+    "about 0.01 is small, 0.06 medium, 0.14 large.",
+    "95% interval (CI): t over seeds when a setting ran with 2 or more seeds; otherwise a bootstrap over the "
+    "validation patches (resampling patches), which shows only how much the score depends on the patches "
+    "chosen, not on the training run. Differences against the baseline or the median setting use Welch's t "
+    "over seeds or a paired patch bootstrap the same way.",
+    "Verdicts: supported / not supported when the data and the test or interval agree; inconclusive when the "
+    "difference is within noise; not applicable when the grid lacks a level the claim names.",
+]
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;box-sizing:border-box}.scroll{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 6px;
-text-align:left;vertical-align:top}th{background:#f2f2f2}img{max-width:100%}figure{margin:1em 0 2em}
-figcaption{font-size:0.9em;color:#555}.supported{background:#d8f0d8}.not-supported{background:#f6d5d5}
-.inconclusive{background:#f7efd2}code{background:#f4f4f4}"""
+text-align:left;vertical-align:top;overflow-wrap:break-word}th{background:#f2f2f2}img{max-width:100%;height:auto}
+figure{margin:1em 0 2em}figcaption{font-size:0.9em;color:#555}.supported{background:#d8f0d8}
+.not-supported{background:#f6d5d5}.inconclusive{background:#f7efd2}.not-applicable{background:#e6e6e6}
+code{background:#f4f4f4}p,li{overflow-wrap:break-word}
+td.supported,td.not-supported,td.inconclusive,td.not-applicable{white-space:nowrap}"""
 
 
 def to_html(blocks: list[Block], png: dict[str, bytes], title: str) -> str:
@@ -280,7 +325,7 @@ def to_html(blocks: list[Block], png: dict[str, bytes], title: str) -> str:
                     cls = f" class='{str(value).replace(' ', '-')}'" if col == "verdict" else ""
                     cells.append(f"<td{cls}>{e(str(value))}</td>")
                 rows.append("<tr>" + "".join(cells) + "</tr>")
-            out.append("<table>" + "".join(rows) + "</table>")
+            out.append("<div class='scroll'><table>" + "".join(rows) + "</table></div>")
         elif kind == "figure":
             data = png.get(block[1])
             if data is None:

@@ -352,3 +352,109 @@ def icc_oneway(completed: pd.DataFrame, metric: str) -> dict[str, float | int | 
     denom = msb + (n0 - 1) * msw
     out["icc"] = float((msb - msw) / denom) if denom > 0 else math.nan
     return out
+
+
+# ------------------------------------------------------------------------------ differences with intervals
+@dataclass
+class Difference:
+    """mean(a) - mean(b) with a 95% interval and how it was obtained ('' bounds when none)."""
+
+    diff: float
+    low: float = math.nan
+    high: float = math.nan
+    method: str = "none"
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def text(self, fmt: str = "{:+.3f}") -> str:
+        bounds = f" [{fmt.format(self.low)}, {fmt.format(self.high)}]" if self.has_interval else ""
+        return f"{fmt.format(self.diff)}{bounds} ({self.method})"
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> Difference:
+    """Welch's t-interval for mean(a) - mean(b) (Welch-Satterthwaite df); needs >= 2 values on each side."""
+    from scipy import stats
+
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Difference(diff, diff, diff, f"t over seeds ({a.size} vs {b.size}), no spread")
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df) * se)
+    return Difference(diff, diff - half, diff + half, f"Welch t over seeds ({a.size} vs {b.size} runs)")
+
+
+def _patch_sets(runs: pd.DataFrame, per_hour: bool) -> list[tuple[np.ndarray, np.ndarray, float]] | None:
+    """(I, U, divisor) per run, or None when a run lacks patch lists (or time, for per-hour scores)."""
+    out = []
+    for row in runs.to_dict("records"):
+        patches = patch_arrays(row)
+        hours = float(row.get("total_train_seconds", math.nan)) / 3600.0 if per_hour else 1.0
+        if patches is None or not (math.isfinite(hours) and hours > 0):
+            return None
+        out.append((*patches, hours))
+    return out or None
+
+
+def _boot_scores(sets: list[tuple[np.ndarray, np.ndarray, float]], idx: np.ndarray | None,
+                 rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Per resample: the mean over runs of the pooled Jaccard (divided by the run's hours)."""
+    total = np.zeros(n_boot)
+    for inter, union, div in sets:
+        take = idx if idx is not None else rng.integers(0, inter.size, size=(n_boot, inter.size))
+        total += (inter[take].sum(axis=1) + 1) / (union[take].sum(axis=1) + 1) / div
+    return total / len(sets)
+
+
+def patch_bootstrap_difference(a: list[tuple[np.ndarray, np.ndarray, float]],
+                               b: list[tuple[np.ndarray, np.ndarray, float]], n_boot: int = 2000,
+                               level: float = LEVEL, seed: int = 0) -> Difference:
+    """Percentile bootstrap of mean pooled Jaccard(a) - (b) over validation patches.
+
+    When every run has the same number of patches (the same validation set, as within a study and its
+    baseline on the same data) the resample is paired: one set of patch indices for both sides.
+    """
+    def point(sets: list) -> float:
+        return float(np.mean([(i.sum() + 1) / (u.sum() + 1) / d for i, u, d in sets]))
+
+    diff = point(a) - point(b)
+    sizes = {i.size for i, _, _ in [*a, *b]}
+    rng = np.random.default_rng(seed)
+    if len(sizes) == 1:
+        n = sizes.pop()
+        idx = rng.integers(0, n, size=(n_boot, n))
+        boots = _boot_scores(a, idx, rng, n_boot) - _boot_scores(b, idx, rng, n_boot)
+        how = "paired"
+    else:
+        boots = _boot_scores(a, None, rng, n_boot) - _boot_scores(b, None, rng, n_boot)
+        how = "unpaired"
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    n_patches = max(i.size for i, _, _ in [*a, *b])
+    return Difference(diff, float(lo), float(hi), f"{how} bootstrap over {n_patches} val patches")
+
+
+def difference(a: pd.DataFrame, b: pd.DataFrame, metric: str, n_boot: int = 2000) -> Difference:
+    """mean(a[metric]) - mean(b[metric]) with the best interval the runs allow.
+
+    >= 2 runs on both sides: Welch's t over seeds. Otherwise, for the Jaccard and Jaccard per hour, a
+    bootstrap over validation patches (validation-sample uncertainty only). Otherwise no interval.
+    """
+    va = a[metric].astype(float).to_numpy()
+    vb = b[metric].astype(float).to_numpy()
+    va, vb = va[np.isfinite(va)], vb[np.isfinite(vb)]
+    if va.size == 0 or vb.size == 0:
+        return Difference(math.nan, method="no values")
+    if va.size >= 2 and vb.size >= 2:
+        return welch_interval(va, vb)
+    if metric in (PERFORMANCE, "jaccard_per_gpu_hour"):
+        per_hour = metric != PERFORMANCE
+        sa, sb = _patch_sets(a, per_hour), _patch_sets(b, per_hour)
+        if sa is not None and sb is not None:
+            return patch_bootstrap_difference(sa, sb, n_boot=n_boot)
+    return Difference(float(va.mean() - vb.mean()),
+                      method=f"no interval: {va.size} vs {vb.size} run(s); replicate seeds for one")

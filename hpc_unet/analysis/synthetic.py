@@ -21,6 +21,98 @@ Cell = tuple[str, float, int]
 Effect = Callable[[str, float, int], float]
 
 LR_EFFECT = {1e-4: -0.10, 5e-4: 0.03, 1e-3: 0.04, 5e-3: -0.08}
+MASK_FRACTION = 0.115  # validation foreground share of the constructed data
+
+# The seed study's hypotheses and success criteria, as manifests/seed-grid.toml declares them.
+SEED_HYPOTHESES = """
+[[hypothesis]]
+id = "H1"
+claim = "learning rates 5e-4 to 1e-3 give the best Jaccard for every architecture"
+rule = "lr_range_best"
+learning_rate = [5e-4, 1e-3]
+
+[[hypothesis]]
+id = "H1-UNet"
+claim = "UNet is best at lr 5e-4"
+rule = "best_lr"
+architecture = "UNet"
+learning_rate = 5e-4
+
+[[hypothesis]]
+id = "H1-Attention_UNet"
+claim = "Attention_UNet is best at lr 1e-3"
+rule = "best_lr"
+architecture = "Attention_UNet"
+learning_rate = 1e-3
+
+[[hypothesis]]
+id = "H1-Attention_ResUNet"
+claim = "Attention_ResUNet is best at lr 1e-3"
+rule = "best_lr"
+architecture = "Attention_ResUNet"
+learning_rate = 1e-3
+
+[[hypothesis]]
+id = "H2"
+claim = "val-loss std falls with batch size: BS32 < BS16 < BS8"
+rule = "std_falls_with_batch"
+batch_size = [8, 16, 32]
+
+[[hypothesis]]
+id = "H2-UNet"
+claim = "the stability gain from larger batches is strongest for UNet"
+rule = "stability_gain_strongest"
+architecture = "UNet"
+
+[[hypothesis]]
+id = "H3-sensitive"
+claim = "UNet is the most sensitive to learning rate and batch size"
+rule = "most_sensitive"
+architecture = "UNet"
+
+[[hypothesis]]
+id = "H3-batch"
+claim = "Attention_UNet gains most from larger batches"
+rule = "batch_gain_largest"
+architecture = "Attention_UNet"
+
+[[hypothesis]]
+id = "H3-robust"
+claim = "Attention_ResUNet is the most robust to learning rate and batch size"
+rule = "most_robust"
+architecture = "Attention_ResUNet"
+
+[[hypothesis]]
+id = "S1"
+claim = "more than 50% lower val-loss std than the baseline"
+rule = "baseline_stability"
+reduction = 0.5
+
+[[hypothesis]]
+id = "S2"
+claim = "best Jaccard at least the baseline's (performance maintained)"
+rule = "baseline_performance"
+
+[[hypothesis]]
+id = "S3"
+claim = "results are consistent across repeated runs"
+rule = "consistency"
+
+[[hypothesis]]
+id = "S4"
+claim = "faster convergence than the baseline"
+rule = "baseline_convergence"
+
+[[hypothesis]]
+id = "S5"
+claim = "better Jaccard per GPU-hour than the baseline"
+rule = "baseline_efficiency"
+
+[[hypothesis]]
+id = "S6"
+claim = "a recommended configuration for every architecture, better than a typical setting"
+rule = "recommended_beats_median"
+"""
 ARCH_EFFECT = {"UNet": 0.0, "Attention_UNet": 0.03, "Attention_ResUNet": 0.05}
 
 
@@ -37,7 +129,7 @@ def default_stability(arch: str, lr: float, batch: int) -> float:
 
 def spec_text(name: str = "constructed", architectures: Iterable[str] = tuple(ARCH_EFFECT),
               learning_rates: Iterable[float] = tuple(LR_EFFECT), batch_sizes: Iterable[int] = (8, 16, 32),
-              replicates: int = 1, epochs: int = 30) -> str:
+              replicates: int = 1, epochs: int = 30, hypotheses: str = SEED_HYPOTHESES) -> str:
     """A grid spec on synthetic data (no paths to resolve), in the manifests/*.toml format."""
     archs = ", ".join(f'"{a}"' for a in architectures)
     lrs = ", ".join(repr(float(x)) for x in learning_rates)
@@ -70,14 +162,15 @@ time = "04:00:00"
 
 [policy]
 on_oom = "record"
-"""
+""" + hypotheses
 
 
 def make_study(root: str | Path, *, spec: str | None = None, jaccard: Effect = default_jaccard,
                stability: Effect = default_stability, seed_sd: float = 0.0, patch_sd: float = 0.08,
                n_patches: int = 60, statuses: dict[Cell, str] | None = None,
                missing: Iterable[Cell] = (), seed: int = 0, history: bool = True,
-               results: bool = True) -> Study:
+               results: bool = True, not_learning: Iterable[Cell] = (), test: bool = False,
+               device: str = "NVIDIA A40") -> Study:
     """Create a study directory with manifest, results.parquet and history.parquet of known truth.
 
     ``statuses`` marks cells whose runs failed (``oom``, ``failed``, ``diverged``); ``missing`` cells get
@@ -96,7 +189,8 @@ def make_study(root: str | Path, *, spec: str | None = None, jaccard: Effect = d
         return study
     frame, hist = make_results(manifest, jaccard=jaccard, stability=stability, seed_sd=seed_sd,
                                patch_sd=patch_sd, n_patches=n_patches, statuses=statuses or {},
-                               missing=set(missing), seed=seed)
+                               missing=set(missing), seed=seed, not_learning=set(not_learning), test=test,
+                               device=device)
     atomic_write(study.results_dir / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     if history:
         atomic_write(study.results_dir / "history.parquet", lambda tmp: hist.to_parquet(tmp, index=False))
@@ -110,8 +204,17 @@ def _cell(row: dict) -> Cell:
 def make_results(manifest: pd.DataFrame, *, jaccard: Effect = default_jaccard,
                  stability: Effect = default_stability, seed_sd: float = 0.0, patch_sd: float = 0.08,
                  n_patches: int = 60, statuses: dict[Cell, str] | None = None, missing: set[Cell] | None = None,
-                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, history) frames in the collector's format for the given manifest rows."""
+                 seed: int = 0, not_learning: set[Cell] | None = None, test: bool = False,
+                 device: str = "NVIDIA A40") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, history) frames in the collector's format for the given manifest rows.
+
+    ``not_learning`` cells get runs that never leave the trivial predictor: Jaccard about the mask
+    fraction, best epoch 1 and a tiny val-loss std (the pattern that must not rank as "most stable").
+    ``test`` adds test-set scores (a little below validation).
+    """
+    from hpc_unet.train.summary import learning_evidence
+
+    not_learning = not_learning or set()
     rng = np.random.default_rng(seed)
     statuses = statuses or {}
     missing = missing or set()
@@ -122,8 +225,20 @@ def make_results(manifest: pd.DataFrame, *, jaccard: Effect = default_jaccard,
             continue
         status = statuses.get(cell, "completed")
         epochs = int(row["epochs"])
-        rec = {**row, **_summary_defaults(row, status)}
-        if status == "completed":
+        rec = {**row, **_summary_defaults(row, status), "device": device}
+        if status == "completed" and cell in not_learning:
+            union = rng.uniform(300, 700, n_patches)
+            inter = union * np.clip(MASK_FRACTION + rng.normal(0, 0.005, n_patches), 0, 1)
+            best = float((inter.sum() + 1) / (union.sum() + 1))
+            rec.update(best_val_jaccard=best, best_val_iou=0.0, best_val_dice=2 * best / (1 + best), best_epoch=1,
+                       epochs_run=5, stopped_early=True, val_loss_std=1e-4, val_loss_std_detrended=5e-5,
+                       overfit_gap_best=0.0, overfit_gap_end=0.0, final_loss=0.1, final_val_loss=0.1,
+                       mean_epoch_seconds=30.0, total_train_seconds=150.0, val_patch_intersection=inter.tolist(),
+                       val_patch_union=union.tolist(), val_mask_fraction=MASK_FRACTION,
+                       trivial_val_jaccard=MASK_FRACTION, trivial_val_iou=MASK_FRACTION,
+                       **learning_evidence(best, 0.0, MASK_FRACTION, MASK_FRACTION))
+            hist_rows.extend(_history(row, rec, rng))
+        elif status == "completed":
             truth = jaccard(*cell) + rng.normal(0, seed_sd)
             union = rng.uniform(300, 700, n_patches)
             ratio = np.clip(truth + rng.normal(0, patch_sd, n_patches), 0.0, 1.0)
@@ -139,7 +254,12 @@ def make_results(manifest: pd.DataFrame, *, jaccard: Effect = default_jaccard,
                        val_loss_std_detrended=std * 0.6, overfit_gap_best=gap_end / 2, overfit_gap_end=gap_end,
                        final_loss=0.05, final_val_loss=0.05 + gap_end, mean_epoch_seconds=epoch_s,
                        total_train_seconds=epoch_s * epochs, val_patch_intersection=inter.tolist(),
-                       val_patch_union=union.tolist())
+                       val_patch_union=union.tolist(), val_mask_fraction=MASK_FRACTION,
+                       trivial_val_jaccard=MASK_FRACTION, trivial_val_iou=MASK_FRACTION,
+                       **learning_evidence(best, best * 0.98, MASK_FRACTION, MASK_FRACTION))
+            if test:
+                rec.update(test_jaccard=best - 0.03, test_iou=best * 0.98 - 0.03,
+                           test_dice=2 * (best - 0.03) / (1 + best - 0.03))
             curve = _history(row, rec, rng)
             hist_rows.extend(curve)
         rows.append(rec)
@@ -168,6 +288,8 @@ def _summary_defaults(row: dict, status: str) -> dict:
         "restarts": 0, "resumed_from_epoch": 0, "job_id": "1234_0", "host": "gpu01",
         "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T01:00:00", "test_jaccard": nan,
         "test_iou": nan, "test_dice": nan, "val_patch_intersection": [], "val_patch_union": [],
+        "val_mask_fraction": nan, "trivial_val_jaccard": nan, "trivial_val_iou": nan, "learned_skill": nan,
+        "learned": None, "examples": "",
         "schema_version": SHARD_SCHEMA_VERSION,
     }
 

@@ -42,8 +42,10 @@ def print_summary(bundle: Bundle, report: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    colours = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
+    colours = {"supported": "green", "not supported": "red", "inconclusive": "yellow", "not applicable": "white"}
     console = Console()
+    if bundle.info.get("headline"):
+        console.print(bundle.info["headline"], highlight=False)
     for line in bundle.info.get("summary", [])[:2]:
         console.print(line, highlight=False)
     table = Table(title="Verdicts")

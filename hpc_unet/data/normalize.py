@@ -83,12 +83,15 @@ def plan(images: list[np.ndarray], cfg: dict[str, Any]) -> dict[str, Any]:
 def image_ranges(stack: np.ndarray, scaling: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Per-image (axis 0) ``low`` and ``high`` float32 arrays, each of shape ``(n,)``."""
     n = stack.shape[0]
-    if scaling["low"] is not None:
+    method = resolve_method(scaling["method"], stack.dtype)
+    if method == "dtype":  # the range of this stack's own dtype (predict may get 16-bit for an 8-bit model)
+        lo, hi = dtype_range(stack.dtype)
+        return np.full(n, lo, np.float32), np.full(n, hi, np.float32)
+    if scaling.get("per") == "dataset" and scaling.get("low") is not None:
         return np.full(n, scaling["low"], np.float32), np.full(n, scaling["high"], np.float32)
     lows, highs = np.empty(n, np.float32), np.empty(n, np.float32)
     for i in range(n):
-        lows[i], highs[i] = _stats(stack[i].ravel(), scaling["method"], scaling["percentile_low"],
-                                   scaling["percentile_high"])
+        lows[i], highs[i] = _stats(stack[i].ravel(), method, scaling["percentile_low"], scaling["percentile_high"])
     return lows, highs
 
 

@@ -355,3 +355,30 @@ def load_pair(kind: str, images: Path, masks: Path, role: str = "", mask_mode: s
 def _shape(shape: tuple[int, ...]) -> str:
     n, h, w = shape[:3]
     return f"{n} slice(s) of {h}x{w}"
+
+
+def read_image(path: Path, key: str = "images") -> np.ndarray:
+    """One image file (TIFF stack, single TIFF page or PNG) -> ``(n, H, W, C)`` in its own dtype, C = 1 or 3,
+    with the same checks as training data (what ``hpc-unet predict`` reads)."""
+    img = _image_channels(_decode(_read_bytes(path, key), path, key, is_mask=False), path, key)
+    if img.dtype.kind == "f" and not np.isfinite(img).all():
+        raise UserError(f"{key}: {path} contains NaN or infinite pixels; replace them and save again")
+    return img
+
+
+def read_mask(path: Path, key: str = "masks", mask_mode: str = "binary") -> np.ndarray:
+    """One mask file -> ``(n, H, W)`` bool foreground: values > 0 for labels, else the higher of at most
+    two values (a single value is foreground where > 0), as for training."""
+    mask = _mask_plane(_decode(_read_bytes(path, key), path, key, is_mask=True), path, key)
+    if mask_mode == "labels":
+        return mask > 0
+    values = _distinct(mask)
+    if len(values) > 2:
+        raise UserError(f"{key}: {path} has {len(values)} distinct values ({_fmt_values(values)}); a mask must be "
+                        "binary (two values, e.g. 0/255), or pass --mask labels for a label image")
+    return (mask == values[-1]) if len(values) == 2 else (mask > 0)
+
+
+def image_files(folder: Path, key: str = "images") -> list[Path]:
+    """The .tif/.tiff/.png files of a folder, sorted (an error when there are none)."""
+    return _image_files(folder, key)

@@ -1,0 +1,129 @@
+"""``hpc-unet predict``: segment files with one model; optional scoring against ground truth.
+
+Every output file is written atomically; ``predict.json`` (what ran, how fast, and the scores when
+``--masks`` is given) is written last, so its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc_unet.predict import images, scores
+from hpc_unet.predict.engine import LoadedModel
+from hpc_unet.study import atomic_write_json
+
+CHUNK = 32  # slices whose tiles share batches (bounds memory on long stacks)
+PROGRESS_MIN = 8  # show a progress bar from this many slices/files on
+
+
+@dataclass
+class Request:
+    """What to predict and where to write it (validated by the command before the model loads)."""
+
+    items: list[images.Item]
+    out: Path
+    folder_input: bool
+    masks: Path | None = None
+    mask_mode: str = "binary"
+    probabilities: bool = False
+    overlay: Path | None = None
+    fmt: str = ""
+    threshold: float | None = None
+    quiet: bool = False
+    truth_paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _progress(total: int, quiet: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=quiet or total < PROGRESS_MIN, transient=True)
+
+
+def predict_stack(model: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw ``(n, H, W, C)`` -> (normalised slices, ``(n, H, W)`` float32 probabilities)."""
+    norm = model.normalized(raw)
+    probs = []
+    for lo in range(0, len(norm), CHUNK):
+        probs += model.probabilities(list(norm[lo:lo + CHUNK]))
+    return norm, np.stack(probs)
+
+
+def run(model: LoadedModel, req: Request) -> dict[str, Any]:
+    """Predict every item; return (and write as ``predict.json``) the run's record."""
+    threshold = model.threshold if req.threshold is None else req.threshold
+    req.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    blocks: list[np.ndarray] = []
+    written: list[str] = []
+    n_slices = tiles = 0
+    start = time.perf_counter()
+    first = None if req.folder_input else req.items[0].read()
+    total = len(req.items) if first is None else len(first)
+    with _progress(total, req.quiet) as bar:
+        task = bar.add_task("predict", total=total)
+        for item in req.items:
+            raw = first if first is not None else item.read()
+            model.check_channels(raw, f"--images: {item.path}")
+            norm = model.normalized(raw)
+            probs_list = []
+            for lo in range(0, len(norm), CHUNK):
+                probs_list += model.probabilities(list(norm[lo:lo + CHUNK]))
+                if first is not None:
+                    bar.advance(task, len(norm[lo:lo + CHUNK]))
+            probs = np.stack(probs_list)
+            tiles += model.tile_count([p.shape for p in probs_list])
+            n_slices += len(probs)
+            pred = probs > threshold
+            fmt = req.fmt or ("png" if item.path.suffix.lower() == ".png" else "tif")
+            written.append(str(images.write_mask(req.out, item, pred, fmt)))
+            if req.probabilities:
+                images.write_tiff(req.out / "probabilities" / f"{item.stem}.tif",
+                                  probs if len(probs) > 1 else probs[0])
+            truth = None
+            if req.masks is not None:
+                truth = images.read_truth(req.truth_paths[item.stem], pred.shape, req.mask_mode)
+                for s in range(len(pred)):
+                    name = item.stem if len(pred) == 1 else f"{item.stem}[{s}]"
+                    rows.append({**scores.image_row(name, truth[s], pred[s]), "file": str(item.path), "slice": s})
+                    blocks.append(scores.block_counts(truth[s], pred[s], model.patch))
+            if req.overlay is not None:
+                for s in range(len(pred)):
+                    name = item.stem if len(pred) == 1 else f"{item.stem}-{s:04d}"
+                    images.write_png(req.overlay / f"{name}.png",
+                                     images.overlay(norm[s], pred[s], None if truth is None else truth[s]))
+            if first is None:
+                bar.advance(task)
+    seconds = time.perf_counter() - start
+    record: dict[str, Any] = {
+        "model": str(model.path), "exp_id": model.meta.get("exp_id", ""), "patch_size": model.patch,
+        "channels": model.channels, "scaling": model.meta.get("scaling"), "threshold": threshold,
+        "inputs": [str(i.path) for i in req.items], "outputs": written, "slices": n_slices, "tiles": tiles,
+        "seconds": round(seconds, 3), "images_per_second": round(n_slices / seconds, 3) if seconds else None,
+        "masks": str(req.masks) if req.masks else None,
+    }
+    if rows:
+        record["overall"] = scores.summarize(rows, np.concatenate(blocks))
+        record["per_image"] = rows
+    atomic_write_json(req.out / "predict.json", record)
+    return record
+
+
+def report(record: dict[str, Any], out: Path) -> None:
+    """The few lines the command prints."""
+    print(f"predicted {record['slices']} image(s) ({record['tiles']} tiles of {record['patch_size']}) with "
+          f"{record['exp_id'] or record['model']} in {record['seconds']:.2f} s "
+          f"({record['images_per_second']} images/s); masks in {out}")
+    if "overall" in record:
+        o = record["overall"]
+        print(f"IoU {o['iou']:.4f} (95% interval {o['iou_ci'][0]:.4f}-{o['iou_ci'][1]:.4f}), Dice {o['dice']:.4f} "
+              f"(95% interval {o['dice_ci'][0]:.4f}-{o['dice_ci'][1]:.4f}) over {o['images']} image(s); "
+              f"per image: {out / 'predict.json'}")
+    sys.stdout.flush()

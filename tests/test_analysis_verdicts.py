@@ -10,12 +10,14 @@ import pandas as pd
 
 from hpc_unet.analysis import stats, verdicts
 from hpc_unet.analysis.load import derive
-from hpc_unet.analysis.synthetic import LR_EFFECT, make_results, spec_text
+from hpc_unet.analysis.synthetic import LR_EFFECT, SEED_HYPOTHESES, make_results, spec_text
 from hpc_unet.analysis.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 from hpc_unet.manifest import build_rows
 from hpc_unet.spec import validate_spec
 
 ARCHS = ["UNet", "Attention_UNet", "Attention_ResUNet"]
+HYPS = verdicts.hypotheses_from_spec(SEED_HYPOTHESES)[0]
+H = {h["id"]: h for h in HYPS}
 
 
 def runs_for(replicates: int = 1, seed: int = 11, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,14 +43,14 @@ def verdict(table: pd.DataFrame, vid: str) -> str:
 
 def test_h2_supported_when_std_falls_with_batch():
     runs, _ = runs_for()  # default_stability falls with batch size
-    v = verdicts.h2(context(runs))
+    v = verdicts.h2(context(runs), H["H2"])
     assert v.verdict == SUPPORTED, v.evidence
     assert "BS8" in v.evidence and "p<0.001" in v.evidence
 
 
 def test_h2_not_supported_when_std_rises_with_batch():
     runs, _ = runs_for(stability=lambda a, lr, bs: 0.02 + 0.001 * bs)
-    v = verdicts.h2(context(runs))
+    v = verdicts.h2(context(runs), H["H2"])
     assert v.verdict == NOT_SUPPORTED and "not the predicted one" in v.evidence
 
 
@@ -60,27 +62,27 @@ def test_h2_inconclusive_when_the_order_is_right_but_within_noise():
     arch_i = runs["architecture"].map({a: i for i, a in enumerate(ARCHS)})
     # a tiny decreasing trend plus a large pure three-way "noise" that cancels in every batch mean
     runs["val_loss_std"] = 0.05 - 1e-5 * runs["batch_size"] + 0.02 * (-1.0) ** (lr_i + bs_i + arch_i)
-    v = verdicts.h2(context(runs))
+    v = verdicts.h2(context(runs), H["H2"])
     assert v.verdict == INCONCLUSIVE and "not significant" in v.evidence
 
 
 def test_h2_unet_strongest_is_judged_on_the_interaction():
     runs, _ = runs_for()  # UNet has the steepest slope by construction
-    assert verdicts.h2_unet(context(runs)).verdict == SUPPORTED
+    assert verdicts.h2_unet(context(runs), H["H2-UNet"]).verdict == SUPPORTED
     flat_unet, _ = runs_for(stability=lambda a, lr, bs: 0.03 if a == "UNet" else 0.02 + 0.001 * (32 - bs))
-    assert verdicts.h2_unet(context(flat_unet)).verdict == NOT_SUPPORTED
+    assert verdicts.h2_unet(context(flat_unet), H["H2-UNet"]).verdict == NOT_SUPPORTED
 
 
 def test_h1_supported_when_the_optimum_is_inside_the_range():
     runs, _ = runs_for()
-    v = verdicts.h1_range(context(runs))
+    v = verdicts.h1_range(context(runs), H["H1"])
     assert v.verdict == SUPPORTED, v.evidence
 
 
 def test_h1_not_supported_when_the_smallest_lr_is_best():
     effect = {1e-4: 0.1, 5e-4: 0.0, 1e-3: -0.02, 5e-3: -0.1}
     runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + effect[lr])
-    v = verdicts.h1_range(context(runs))
+    v = verdicts.h1_range(context(runs), H["H1"])
     assert v.verdict == NOT_SUPPORTED, v.evidence
     assert "best lr 1e-04" in v.evidence
 
@@ -90,9 +92,9 @@ def test_h1_per_architecture_optimum():
         return 0.7 + {1e-4: -0.1, 5e-4: 0.08, 1e-3: 0.0, 5e-3: -0.1}[lr] * (1 if arch != "Attention_ResUNet" else 0)
 
     ctx = context(runs_for(jaccard=jac)[0])
-    assert verdicts.h1_architecture(ctx, "UNet", 5e-4).verdict == SUPPORTED
-    assert verdicts.h1_architecture(ctx, "Attention_UNet", 1e-3).verdict == NOT_SUPPORTED
-    flat = verdicts.h1_architecture(ctx, "Attention_ResUNet", 1e-3)
+    assert verdicts.h1_architecture(ctx, H["H1-UNet"]).verdict == SUPPORTED
+    assert verdicts.h1_architecture(ctx, H["H1-Attention_UNet"]).verdict == NOT_SUPPORTED
+    flat = verdicts.h1_architecture(ctx, H["H1-Attention_ResUNet"])
     assert flat.verdict == INCONCLUSIVE and "within noise" in flat.evidence
 
 
@@ -100,44 +102,55 @@ def test_h3_sensitivity_and_robustness():
     scale = {"UNet": 2.0, "Attention_UNet": 1.0, "Attention_ResUNet": 0.3}
     runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + scale[a] * LR_EFFECT[lr])
     ctx = context(runs)
-    assert verdicts.h3_sensitive(ctx).verdict == SUPPORTED
-    assert verdicts.h3_robust(ctx).verdict == SUPPORTED
+    assert verdicts.h3_sensitive(ctx, H["H3-sensitive"]).verdict == SUPPORTED
+    assert verdicts.h3_robust(ctx, H["H3-robust"]).verdict == SUPPORTED
     # with equal sensitivity, the interaction is not significant: no claim either way
     same, _ = runs_for()
-    assert verdicts.h3_sensitive(context(same)).verdict == INCONCLUSIVE
+    assert verdicts.h3_sensitive(context(same), H["H3-sensitive"]).verdict == INCONCLUSIVE
 
 
 def test_h3_batch_gain():
     gain = {"UNet": 0.0, "Attention_UNet": 0.004, "Attention_ResUNet": 0.0}
     runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + LR_EFFECT[lr] + gain[a] * (bs - 8))
-    assert verdicts.h3_batch_gain(context(runs)).verdict == SUPPORTED
+    assert verdicts.h3_batch_gain(context(runs), H["H3-batch"]).verdict == SUPPORTED
     gain["UNet"], gain["Attention_UNet"] = 0.004, 0.0
     runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.7 + LR_EFFECT[lr] + gain[a] * (bs - 8))
-    assert verdicts.h3_batch_gain(context(runs)).verdict == NOT_SUPPORTED
+    assert verdicts.h3_batch_gain(context(runs), H["H3-batch"]).verdict == NOT_SUPPORTED
 
 
 def baseline_frame(std: float, jaccard: float = 0.5, best_epoch: float = 25.0, hours: float = 2.0) -> pd.DataFrame:
-    rows = [{"architecture": a, "learning_rate": 1e-2, "batch_size": 8, "seed": 0, "status": "completed",
-             "best_val_jaccard": jaccard, "val_loss_std": std, "best_epoch": best_epoch,
-             "total_train_seconds": hours * 3600} for a in ARCHS]
+    """Two seeds per architecture, a little seed-to-seed spread, so the differences get intervals."""
+    rows = [{"architecture": a, "learning_rate": 1e-2, "batch_size": 8, "seed": s, "status": "completed",
+             "best_val_jaccard": jaccard + 0.01 * s, "val_loss_std": std * (1 + 0.02 * s),
+             "val_loss_std_detrended": std * 0.6, "best_epoch": best_epoch + s,
+             "total_train_seconds": hours * 3600 * (1 + 0.05 * s)} for a in ARCHS for s in (0, 1)]
     return derive(pd.DataFrame(rows))
 
 
 def test_success_criteria_against_a_baseline():
-    runs, hist = runs_for()
-    table = verdicts.judge_all(context(runs, baseline=baseline_frame(std=0.2), history=hist))
+    runs, hist = runs_for(replicates=2, seed_sd=0.005)
+    table = verdicts.judge_all(context(runs, baseline=baseline_frame(std=0.2), history=hist), HYPS)
     for vid in ("S1", "S2", "S4", "S5"):
         assert verdict(table, vid) == SUPPORTED, table.set_index("id").loc[vid, "evidence"]
+        assert "Welch t over seeds" in table.set_index("id").loc[vid, "evidence"]
     worse = verdicts.judge_all(context(runs, baseline=baseline_frame(std=0.04, jaccard=0.95, best_epoch=3,
-                                                                     hours=0.1), history=hist))
+                                                                     hours=0.1), history=hist), HYPS)
     for vid in ("S1", "S2", "S4", "S5"):
         assert verdict(worse, vid) == NOT_SUPPORTED, worse.set_index("id").loc[vid, "evidence"]
     assert "never reached" in worse.set_index("id").loc["S4", "evidence"]
 
 
+def test_one_run_per_side_gives_no_interval_for_the_std_and_no_verdict():
+    runs, hist = runs_for()
+    base = baseline_frame(std=0.2)
+    base = base[base["seed"] == 0]
+    v = verdicts.s1_stability(context(runs, baseline=base, history=hist), H["S1"])
+    assert v.verdict == INCONCLUSIVE and "no interval" in v.evidence
+
+
 def test_success_criteria_without_baseline_are_inconclusive():
     runs, _ = runs_for()
-    table = verdicts.judge_all(context(runs)).set_index("id")
+    table = verdicts.judge_all(context(runs), HYPS).set_index("id")
     for vid in ("S1", "S2", "S4", "S5"):
         assert table.loc[vid, "verdict"] == INCONCLUSIVE
         assert "no baseline given" in table.loc[vid, "evidence"]
@@ -147,9 +160,9 @@ def test_success_criteria_without_baseline_are_inconclusive():
 
 def test_consistency_needs_and_uses_replicates():
     runs, _ = runs_for(replicates=2, seed_sd=0.003)
-    assert verdicts.s3_consistency(context(runs)).verdict == SUPPORTED
+    assert verdicts.s3_consistency(context(runs), H["S3"]).verdict == SUPPORTED
     noisy, _ = runs_for(replicates=2, seed_sd=0.3, jaccard=lambda a, lr, bs: 0.5)
-    assert verdicts.s3_consistency(context(noisy)).verdict == NOT_SUPPORTED
+    assert verdicts.s3_consistency(context(noisy), H["S3"]).verdict == NOT_SUPPORTED
 
 
 def test_recommendations_best_vs_most_robust():
@@ -170,5 +183,5 @@ def test_recommendations_best_vs_most_robust():
 def test_missing_architecture_makes_recommendations_inconclusive():
     runs, _ = runs_for()
     runs = runs[runs["architecture"] != "Attention_UNet"]
-    v = verdicts.s6_recommendations(context(runs))
+    v = verdicts.s6_recommendations(context(runs), H["S6"])
     assert v.verdict == INCONCLUSIVE and "Attention_UNet" in v.evidence

@@ -118,6 +118,12 @@ def _lr(value: Any) -> str:
         return str(value)
 
 
+def _yes_no(value: Any) -> str:
+    """A learned flag as text, the same before and after a CSV round trip."""
+    text = str(value).strip().lower()
+    return {"true": "yes", "1": "yes", "1.0": "yes", "false": "no", "0": "no", "0.0": "no"}.get(text, "")
+
+
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame.columns else pd.Series([np.nan] * len(frame), index=frame.index)
 
@@ -139,7 +145,9 @@ def display(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         f["attempts"] = _col(f, "attempts").map(num)
         return f.fillna("").astype(str).map(lambda s: s if len(s) < 200 else s[:197] + "...")
     for col in f.columns:
-        if col == "learning_rate":
+        if col == "learned":
+            out[col] = f[col].map(_yes_no)
+        elif col == "learning_rate":
             out["lr"] = f[col].map(_lr)
         elif col == "ci_low":
             out["95% CI"] = [interval(a, b) for a, b in zip(f["ci_low"], _col(f, "ci_high"), strict=True)]

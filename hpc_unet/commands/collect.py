@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
           f"-> {study.results_dir / 'results.parquet'}")
     if report.failed:
         print(f"not completed ({len(report.failed)}): " + ", ".join(f"{e} [{s}]" for e, s in report.failed.items()))
+    if report.not_learned:
+        print(f"completed but did not learn ({len(report.not_learned)}; no better than a trivial predictor): "
+              + ", ".join(report.not_learned[:10]) + (" ..." if len(report.not_learned) > 10 else ""))
     if report.missing:
         shown = ", ".join(report.missing[:10]) + (" ..." if len(report.missing) > 10 else "")
         print(f"missing ({len(report.missing)}): {shown}")

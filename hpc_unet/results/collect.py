@@ -66,6 +66,7 @@ class CollectReport:
     chosen: dict[str, str] = field(default_factory=dict)  # for each duplicate: the attempt_id that counts
     unreadable: list[str] = field(default_factory=list)
     shards_read: int = 0
+    not_learned: list[str] = field(default_factory=list)  # completed, but no better than a trivial predictor
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -252,6 +253,9 @@ def _collect(study: Study) -> CollectReport:
     report.completed = sum(1 for s in status_of.values() if s == "completed")
     report.failed = {e: s for e, s in status_of.items() if s != "completed"}
     report.missing = [e for e in frame["exp_id"] if e not in status_of]
+    if "learned" in results.columns:
+        flags = dict(zip(results["exp_id"], results["learned"], strict=True))
+        report.not_learned = [e for e, s in status_of.items() if s == "completed" and str(flags[e]).lower() == "false"]
     token = secrets.token_hex(8)  # ties the pair together: readers check it (read_collected)
     atomic_write(study.results_dir / "history.parquet", lambda tmp: _write_tagged(history, tmp, token))
     atomic_write(study.results_dir / "results.parquet", lambda tmp: _write_tagged(results, tmp, token))

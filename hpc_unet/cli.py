@@ -28,10 +28,13 @@ VERBS = {
     "bench": "benchmarks: training throughput, per-task overhead, orchestration at scale",
     "predict": "segment images with a trained model (sliding window), optionally scored against masks",
     "evaluate": "score a study's best models and a top-K ensemble on a dataset (test set or transfer)",
+    "spec": "every grid spec key and environment variable: type, default, meaning, allowed values",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only`` (the verb being run) just that verb's module is imported: some verbs'
+    arguments import heavier modules, and every command pays for them at start-up otherwise."""
     parser = argparse.ArgumentParser(
         prog="hpc-unet",
         description="Systematic U-Net hyperparameter studies on Slurm GPU clusters. "
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hpc-unet {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for verb, help_text in VERBS.items():
+        if only is not None and verb != only:
+            sub.add_parser(verb, help=help_text)
+            continue
         module = importlib.import_module(f"hpc_unet.commands.{verb}")
         p = sub.add_parser(verb, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(p)
@@ -48,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb if verb in VERBS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "verb", None):
         parser.print_help()

@@ -7,9 +7,7 @@ row and nothing else. Row order (and so the array task index) follows the axes i
 from __future__ import annotations
 
 import itertools
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from hpc_unet.errors import UserError
 from hpc_unet.spec import ARCH_SHORT, DATA_PARAMS, TRAIN_PARAMS, GridSpec, check_value
@@ -18,6 +16,9 @@ from hpc_unet.study import SCHEMA_VERSION, Study, atomic_write
 ID_KEYS = ("architecture", "learning_rate", "batch_size")
 DATA_COLUMNS = tuple(f"data_{k}" for k in DATA_PARAMS)
 COLUMNS = ("index", "exp_id", "replicate", *TRAIN_PARAMS, *DATA_COLUMNS, "study_name")
+
+if TYPE_CHECKING:  # pandas is imported where it is used: status and collect read the manifest without it
+    import pandas as pd
 
 
 def format_number(value: float) -> str:
@@ -45,6 +46,8 @@ def experiment_id(params: dict[str, Any], extra_axes: list[str]) -> str:
 
 def build_rows(spec: GridSpec) -> pd.DataFrame:
     """Expand the spec's axes (and replicates) into manifest rows."""
+    import pandas as pd
+
     axes = dict(spec.axes)
     order = [k for k in ID_KEYS if k in axes] + [k for k in axes if k not in ID_KEYS]
     extra = [k for k in order if k not in ID_KEYS and k != "seed"]
@@ -105,6 +108,8 @@ def row_dict(row: Any) -> dict[str, Any]:
 
 
 def read_manifest(study: Study) -> pd.DataFrame:
+    import pandas as pd
+
     study.require()
     if not study.manifest_file.exists():
         raise UserError(f"{study.root} has no manifest.parquet; run `hpc-unet manifest --grid SPEC --study {study.root}`")

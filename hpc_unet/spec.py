@@ -86,6 +86,7 @@ TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "graph_rewrites": (True, _bool, "true or false (false skips Grappler at trace time: a faster start for "
                        "tiny CPU models, slower steps on GPUs)"),
     "augment": ("none", lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)} (d4: the 8 flips/90-degree rotations)"),
+    "tensorboard": (False, _bool, "true or false"),
 }
 
 DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {

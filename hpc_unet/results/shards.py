@@ -7,12 +7,13 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from hpc_unet.results.schema import HISTORY_COLUMNS, SHARD_SCHEMA_VERSION, SUMMARY_COLUMNS
 from hpc_unet.study import Study, atomic_write, fault_point
+
+if TYPE_CHECKING:  # pandas only where shards are written: status lists them without it
+    import pandas as pd
 
 SUMMARY_SUFFIX = ".summary.parquet"
 HISTORY_SUFFIX = ".history.parquet"
@@ -36,6 +37,8 @@ def now_iso() -> str:
 
 
 def _summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    import pandas as pd
+
     row = dict(summary)
     row["schema_version"] = SHARD_SCHEMA_VERSION
     for key in SUMMARY_COLUMNS:
@@ -51,6 +54,8 @@ def _summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
 
 def write_shard(study: Study, summary: dict[str, Any], history: list[dict[str, Any]]) -> Path:
     """Write one attempt's history then summary, each atomically. Returns the summary path."""
+    import pandas as pd
+
     attempt_id = summary["attempt_id"]
     hist = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
     hist["exp_id"] = summary["exp_id"]

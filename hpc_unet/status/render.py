@@ -1,8 +1,182 @@
-"""Rich tables for the terminal."""
+"""What `status` (and the manifest listing) print: one vocabulary everywhere.
+
+Words: a row's state is one of STATE_LABEL's values (the machine names, e.g. ``pending`` in --json,
+become "not submitted" here); learning rates print like ids (1e-04); durations as 1m05s / 2h10m; a
+completed run whose early stopping ended it before its epochs says "stopped early". The summary line is
+printed above the table and again below it, so it stays on screen however long the table is. The table
+is one per study, grouped by architecture, one line per experiment: a 36-experiment study fits a
+120x50 terminal.
+"""
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STATE_LABEL = {"completed": "completed", "skipped": "skipped", "running": "running", "queued": "queued",
+               "pending": "not submitted", "failed": "failed", "oom": "out of memory", "diverged": "diverged",
+               "lost": "lost", "unknown": "unknown"}
+STATE_STYLE = {"completed": "green", "stopped early": "green", "skipped": "yellow", "running": "cyan",
+               "queued": "blue", "not submitted": "dim", "failed": "red", "out of memory": "magenta",
+               "diverged": "red", "lost": "bold red", "unknown": "yellow"}
+LARGE_STUDY = 200
+
+
+def format_rate(value: Any) -> str:
+    """A learning rate as ids write it (1e-04, 2.5e-04)."""
+    from hpc_unet.manifest import format_number
+
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
+def format_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    value = int(round(value))
+    if value >= 3600:
+        return f"{value // 3600}h{value % 3600 // 60:02d}m"
+    return f"{value // 60}m{value % 60:02d}s" if value >= 60 else f"{value}s"
+
+
+def stopped_early(row: dict[str, Any]) -> bool:
+    return row["state"] == "completed" and 0 < int(row.get("epoch") or 0) < int(row["epochs"])
+
+
+def state_label(row: dict[str, Any]) -> str:
+    return "stopped early" if stopped_early(row) else STATE_LABEL.get(row["state"], row["state"])
+
+
+def summary_line(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> list[tuple[str, str]]:
+    """The counts as (text, style) pieces: done, running (the parallelism), queued, not submitted,
+    failed, then the ETA of what is submitted."""
+    counts = summary.get("counts", {})
+    early = sum(1 for r in rows if stopped_early(r)) if rows else 0
+    done = f"{summary['done']}/{summary['total']} done" + (f" ({early} stopped early)" if early else "")
+    parts = [(done, "green"), (f"{summary['running']} running", "cyan"), (f"{summary['queued']} queued", "blue"),
+             (f"{summary['pending']} not submitted", "dim")]
+    if summary["failed"]:
+        kinds = [f"{counts[s]} {STATE_LABEL[s]}" for s in ("failed", "oom", "diverged", "lost") if counts.get(s)]
+        parts.append((f"{summary['failed']} did not complete ({', '.join(kinds)})", "red"))
+    if summary.get("unknown"):
+        parts.append((f"{summary['unknown']} unknown", "yellow"))
+    if summary.get("restarts"):
+        parts.append((f"{summary['restarts']} restarts", ""))
+    if summary.get("eta_seconds") is not None:
+        parts.append((f"ETA {format_seconds(summary['eta_seconds'])} at {summary.get('parallel', 0)} in parallel", "bold"))
+    elif summary["running"] + summary["queued"] + summary.get("unknown", 0):
+        parts.append(("ETA unknown: " + summary.get("eta_basis", ""), "dim"))
+    return parts
+
+
+def summary_text(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
+    """The summary as plain text (``status --summary`` prints it without loading rich)."""
+    return "  ".join(text for text, _ in summary_line(summary, rows))
+
+
+def _time_left(row: dict[str, Any]) -> str:
+    eta = row.get("eta")
+    if not eta:
+        return ""
+    if "queue" in eta:
+        start = eta.get("starts_in")
+        return f"#{eta['queue']} in queue" + (f", starts ~{format_seconds(start)}" if start is not None else "")
+    return f"~{format_seconds(eta['left'])}"
+
+
+def _epochs(row: dict[str, Any]) -> str:
+    done = int(row.get("epoch") or 0)
+    return f"{done}/{row['epochs']}" if done or row["state"] in ("running", "completed") else f"-/{row['epochs']}"
+
+
+def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show_all: bool = False):
+    """A rich group: the summary, the table (grouped by architecture), problems, the summary again.
+
+    Above LARGE_STUDY experiments (unless ``show_all``) completed rows are counted, not listed: rendering
+    thousands of rows costs seconds and hides the ones that need attention.
+    """
+    from rich.console import Group
+    from rich.text import Text
+
+    def line() -> Text:
+        text = Text()
+        for i, (piece, style) in enumerate(summary_line(summary, rows)):
+            text.append(("  " if i else "") + piece, style=style)
+        return text
+
+    parts: list = [Text(summary["study"], style="bold"), line()]
+    if summary.get("note"):
+        parts.append(Text(summary["note"], style="yellow"))
+    if not detail:
+        return Group(*parts)
+    hidden: dict[str, int] = {}
+    shown: dict[str, list[dict]] = {}
+    for r in rows:
+        if len(rows) > LARGE_STUDY and not show_all and r["state"] == "completed":
+            hidden[r["architecture"]] = hidden.get(r["architecture"], 0) + 1
+            continue
+        shown.setdefault(r["architecture"], []).append(r)
+    if hidden:
+        parts.append(Text("completed, not listed (--all lists them): "
+                          + ", ".join(f"{arch} {n}" for arch, n in hidden.items()), style="green"))
+    if shown:
+        parts.append(_table(shown))
+    lost = [r["exp_id"] for r in rows if r["state"] == "lost"]
+    if lost:
+        parts.append(Text(f"{len(lost)} experiment(s) whose job ended without a result: {', '.join(lost[:8])}"
+                          " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
+    if shown:
+        parts.append(line())
+    return Group(*parts)
+
+
+def _table(groups: dict[str, list[dict]]) -> Any:
+    """One compact table as aligned text lines: a bold architecture line opens each group; optional
+    columns only when some row uses them. Plain lines, not a rich Table: laying out a Table costs about a
+    millisecond per row, which a study with hundreds of rows to show pays on every refresh."""
+    from rich.text import Text
+
+    listed = [r for items in groups.values() for r in items]
+    optional = {"restarts": any(r.get("restarts") for r in listed), "time left": any(r.get("eta") for r in listed),
+                "job": any(r.get("job_id") for r in listed), "Slurm state": any(r.get("slurm_state") for r in listed)}
+    columns = ["experiment", "state", "epochs", "best val Jaccard", "epoch time"]
+    columns += [c for c in ("restarts", "time left", "job") if optional[c]]
+    columns += ["Slurm state", "node"] if optional["Slurm state"] else []
+    right = {"epochs", "best val Jaccard", "epoch time", "restarts"}
+    body: list[tuple[str, list[str]] | str] = []
+    for arch, items in groups.items():
+        body.append(f"{arch} ({len(items)})")
+        for r in items:
+            best = r.get("best_val_jaccard")
+            cells = {"experiment": r["exp_id"], "state": state_label(r), "epochs": _epochs(r),
+                     "best val Jaccard": (f"{best:.3f}" if isinstance(best, float) else "-")
+                     + (" (did not learn)" if r.get("learned") is False else ""),
+                     "epoch time": f"{r['last_epoch_seconds']:.1f}s" if r.get("last_epoch_seconds") else "-",
+                     "restarts": str(r.get("restarts") or 0), "time left": _time_left(r),
+                     "job": r.get("job_id") or "-", "Slurm state": r.get("slurm_state") or "-",
+                     "node": r.get("node") or "-"}
+            body.append((cells["state"], [cells[c] for c in columns]))
+    widths = [max([len(c), *(len(b[1][i]) for b in body if isinstance(b, tuple))]) for i, c in enumerate(columns)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(v.rjust(w) if c in right else v.ljust(w)
+                         for c, v, w in zip(columns, cells, widths, strict=True)).rstrip()
+
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(fmt(columns) + "\n", style="bold")
+    state_at = sum(widths[:1]) + 2
+    for item in body:
+        if isinstance(item, str):
+            text.append(item + "\n", style="bold underline")
+            continue
+        label, cells = item
+        line = fmt(cells)
+        text.append(line[:state_at])
+        text.append(line[state_at:state_at + widths[1]], style=STATE_STYLE.get(label, ""))
+        text.append(line[state_at + widths[1]:] + "\n")
+    text.rstrip()
+    return text
 
 
 def print_manifest(frame: pd.DataFrame, title: str) -> None:
@@ -10,90 +184,13 @@ def print_manifest(frame: pd.DataFrame, title: str) -> None:
 
     table = Table(title=title)
     cols = ["index", "exp_id", "architecture", "learning_rate", "batch_size", "epochs", "seed", "loss"]
+    names = {"exp_id": "experiment", "learning_rate": "learning rate", "batch_size": "batch"}
     for col in cols:
-        table.add_column(col, justify="right" if col in ("index", "batch_size", "epochs", "seed") else "left")
+        table.add_column(names.get(col, col), justify="right" if col in ("index", "batch_size", "epochs", "seed")
+                         else "left")
     for row in frame[cols].itertuples(index=False):
-        table.add_row(*(f"{v:g}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*(format_rate(v) if isinstance(v, float) else str(v) for v in row))
     console().print(table)
-
-
-STATE_STYLE = {"unknown": "yellow", "completed": "green", "running": "cyan", "queued": "blue", "pending": "dim", "failed": "red",
-               "oom": "magenta", "diverged": "red", "lost": "bold red", "skipped": "yellow"}
-
-
-def _fmt_seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    value = int(value)
-    return f"{value // 3600}h{value % 3600 // 60:02d}m" if value >= 3600 else f"{value // 60}m{value % 60:02d}s"
-
-
-LARGE_STUDY = 200
-
-
-def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show_all: bool = False):
-    """A rich group: the summary line, then one table per architecture.
-
-    Above LARGE_STUDY experiments (unless ``show_all``) completed rows are counted, not listed: rendering
-    thousands of rows costs seconds and hides the ones that need attention.
-    """
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    head = Text.assemble(
-        (f"{summary['done']}/{summary['total']} done", "green"), "  ",
-        (f"{summary['running']} running", "cyan"), "  ", (f"{summary['queued']} queued", "blue"), "  ",
-        (f"{summary['pending']} not submitted", "dim"), "  ", (f"{summary['failed']} failed/lost", "red"),
-        f"  ETA {_fmt_seconds(summary['eta_seconds'])}" if summary.get("eta_seconds") else "",
-    )
-    if summary.get("unknown"):
-        head.append(f"  {summary['unknown']} unknown", style="yellow")
-    if summary.get("restarts"):
-        head.append(f"  {summary['restarts']} restarts")
-    parts: list = [Text(summary["study"], style="bold"), head]
-    if summary.get("note"):
-        parts.append(Text(summary["note"], style="yellow"))
-    if not detail:
-        return Group(*parts)
-    by_arch: dict[str, list[dict]] = {}
-    hidden: dict[str, int] = {}
-    for r in rows:
-        if len(rows) > LARGE_STUDY and not show_all and r["state"] == "completed":
-            hidden[r["architecture"]] = hidden.get(r["architecture"], 0) + 1
-            continue
-        by_arch.setdefault(r["architecture"], []).append(r)
-    if hidden:
-        parts.append(Text("completed, not listed (--all lists them): "
-                          + ", ".join(f"{arch} {n}" for arch, n in hidden.items()), style="green"))
-    slurm_cols = any(r.get("slurm_state") for r in rows)
-    for arch, items in by_arch.items():
-        table = Table(title=arch, title_justify="left", expand=False, padding=(0, 1))
-        table.add_column("experiment", no_wrap=True)
-        for col in ("lr", "bs", "seed", "state", "epoch", "best J", "s/ep", "rst", "job"):
-            table.add_column(col, no_wrap=True, justify="left" if col in ("state", "job") else "right")
-        if slurm_cols:
-            table.add_column("slurm", no_wrap=True)
-            table.add_column("node", no_wrap=True)
-        for r in items:
-            style = STATE_STYLE.get(r["state"], "")
-            best = r.get("best_val_jaccard")
-            cells = [
-                r["exp_id"], f"{r['learning_rate']:g}", str(r["batch_size"]), str(r["seed"]),
-                f"[{style}]{r['state']}[/]", f"{r['epoch'] or 0}/{r['epochs']}",
-                f"{best:.3f}" if isinstance(best, float) else "-",
-                f"{r['last_epoch_seconds']:.1f}" if r.get("last_epoch_seconds") else "-",
-                str(r.get("restarts") or 0), r.get("job_id") or "-",
-            ]
-            if slurm_cols:
-                cells += [r.get("slurm_state") or "-", r.get("node") or "-"]
-            table.add_row(*cells)
-        parts.append(table)
-    lost = [r["exp_id"] for r in rows if r["state"] == "lost"]
-    if lost:
-        parts.append(Text(f"{len(lost)} experiment(s) whose job ended without a result: {', '.join(lost[:8])}"
-                          " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
-    return Group(*parts)
 
 
 def console():

@@ -13,9 +13,7 @@ import json
 import os
 import socket
 import time
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from hpc_unet.dispatch.lease import judge, read_lease, stale_seconds
 from hpc_unet.dispatch.records import latest_tasks
@@ -24,6 +22,9 @@ from hpc_unet.results.shards import shard_index
 from hpc_unet.status import precedence
 from hpc_unet.status.precedence import Evidence
 from hpc_unet.study import Study, read_json
+
+if TYPE_CHECKING:  # status runs without pandas (startup time; docs/bench.md)
+    import pandas as pd
 
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED", "STOPPED"}
@@ -122,10 +123,17 @@ def evidence(shard_items: list[tuple[int, str, str]] | None, task: dict[str, Any
                     heartbeat_fresh=lease is None and progress_fresh(prog, now))
 
 
-def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slurm: bool = True) -> list[dict[str, Any]]:
-    from hpc_unet.manifest import read_manifest
+def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] | None = None,
+                      query_slurm: bool = True) -> list[dict[str, Any]]:
+    """One row per experiment; ``frame`` is the manifest (a DataFrame, or rows from read_manifest_rows)."""
+    from hpc_unet.status.manifest_table import STATUS_COLUMNS, read_manifest_rows
 
-    frame = read_manifest(study) if frame is None else frame
+    if frame is None:
+        records = read_manifest_rows(study)
+    elif isinstance(frame, list):
+        records = frame
+    else:
+        records = frame[list(STATUS_COLUMNS)].to_dict("records")
     index = shard_index(study)  # one directory scan for both (completed_experiments would scan again)
     read_progress = _progress_reader(study)
     tasks = latest_tasks(study)
@@ -133,7 +141,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
     scheduler = slurm_states(slurm_ids) if query_slurm else {}
     now = time.time()
     rows = []
-    for rec in frame[["exp_id", "architecture", "learning_rate", "batch_size", "seed", "epochs"]].to_dict("records"):
+    for rec in records:
         exp_id = rec["exp_id"]
         prog = read_progress(exp_id)
         task = tasks.get(exp_id, {})
@@ -144,6 +152,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
         ev = evidence(items, task, sched, prog, lease, now)
         state = precedence.decide(ev)
         row = {**rec, "state": state, "epoch": prog.get("epoch", 0), "best_val_jaccard": prog.get("best_val_jaccard"),
+               "learned": prog.get("learned"),
                "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": prog.get("restarts", 0),
                "job_id": task.get("job_id", ""), "executor": task.get("executor", ""),
                "slurm_state": getattr(sched, "state", "") if sched else "",
@@ -151,7 +160,8 @@ def experiment_states(study: Study, frame: pd.DataFrame | None = None, query_slu
                "elapsed_seconds": getattr(sched, "elapsed_seconds", None) if sched else None,
                "state_source": getattr(sched, "source", "") if sched else "disk",
                "lease": (lease or {}).get("job_id", "") if ev.lease_live else "",
-               "updated_at": prog.get("updated_at"), "error": prog.get("error", "")}
+               "updated_at": prog.get("updated_at"), "error": prog.get("error", ""),
+               "started_at": prog.get("started_at"), "finished_at": prog.get("finished_at")}
         rows.append(row)
     return rows
 
@@ -162,16 +172,13 @@ def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     done = counts.get("completed", 0) + counts.get("skipped", 0)
     failed = sum(counts.get(s, 0) for s in ("failed", "oom", "diverged", "lost"))
-    remaining = len(rows) - done - failed
-    eta = None
-    epoch_secs = [r["last_epoch_seconds"] for r in rows if r.get("last_epoch_seconds")]
+    from hpc_unet.status.eta import estimate
+
     running = counts.get("running", 0)
-    if remaining and epoch_secs and running:
-        left_epochs = sum(max(0, r["epochs"] - (r["epoch"] or 0)) for r in rows
-                          if r["state"] in ("running", "queued", "pending", "unknown"))
-        eta = left_epochs * (sum(epoch_secs) / len(epoch_secs)) / running
+    eta = estimate(rows, time.time())  # also sets each row's "eta" (seconds left, queue position)
     down = any(r.get("executor") == "slurm" and r.get("state_source") == "none" for r in rows)
     return {"study": str(study.root), "total": len(rows), "done": done, "failed": failed,
             "running": running, "queued": counts.get("queued", 0), "pending": counts.get("pending", 0),
             "unknown": counts.get("unknown", 0), "restarts": sum(int(r.get("restarts") or 0) for r in rows),
-            "counts": counts, "eta_seconds": eta, "note": SCHEDULER_DOWN if down else ""}
+            "counts": counts, "eta_seconds": eta.seconds, "parallel": eta.parallel, "eta_basis": eta.basis,
+            "note": SCHEDULER_DOWN if down else ""}

@@ -1,0 +1,114 @@
+"""When will the submitted experiments finish? An estimate from what the progress files already hold.
+
+Counting only warm epochs under-estimates badly on short runs: on the demo the first epoch (graph
+tracing) and the start-up before it (TensorFlow import, data, model build) are about half of each run,
+and an experiment waiting in the queue has not even begun them. So each experiment's expected run time is
+
+    overhead + expected epochs x warm epoch seconds
+
+where ``overhead`` is what finished experiments took beyond their warm epochs (start-up, tracing, the
+final evaluation, and for Slurm any requeue wait: ``started_at`` is the attempt's first start), and
+``expected epochs`` scales the configured epochs by the fraction finished experiments ran before early
+stopping. Running experiments finish their remaining time; queued ones then start, in array order, on
+the slots the running ones free: the parallelism is the number of experiments actually running now
+(a throttled array, a busy partition or a local ``--max-parallel`` all show up there). Experiments never
+submitted are not in the estimate. Before any experiment finishes, the overhead is what running ones
+have spent so far beyond their epochs, a lower bound; ``basis`` says which was used.
+"""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+WAITING = ("queued", "unknown")
+SAMPLE = 200  # finished experiments the overhead is estimated from (the most recent ones)
+
+
+@dataclass(frozen=True)
+class Eta:
+    seconds: float | None  # until every submitted experiment has ended; None when unknown
+    parallel: int  # experiments running now
+    basis: str  # what the estimate rests on, for the reader
+
+
+def _timestamp(value: Any) -> float | None:
+    """Seconds since the epoch from a float or the ISO form progress files hold (2026-01-01T00:00:00+0000)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def estimate(rows: list[dict[str, Any]], now: float) -> Eta:
+    """The study's ETA; sets ``row["eta"]`` on running and waiting rows: {"left": seconds} or
+    {"queue": position, "starts_in": seconds, "left": seconds} (None values when unknown)."""
+    warm_by_arch: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("last_epoch_seconds"):
+            warm_by_arch.setdefault(r["architecture"], []).append(float(r["last_epoch_seconds"]))
+    warm_all = _median([v for vs in warm_by_arch.values() for v in vs])
+    running = [r for r in rows if r["state"] == "running"]
+    waiting = [r for r in rows if r["state"] in WAITING]
+    if not running and not waiting:
+        return Eta(None, 0, "nothing submitted is left")
+    if warm_all is None:
+        return Eta(None, len(running), "no epoch has finished yet")
+
+    def warm(r: dict[str, Any]) -> float:
+        own = r.get("last_epoch_seconds")
+        return float(own) if own else _median(warm_by_arch.get(r["architecture"], [])) or warm_all
+
+    finished = [r for r in rows if r["state"] == "completed" and r.get("epoch")][-SAMPLE:]
+    overheads, fractions = [], []
+    for r in finished:
+        start, end = _timestamp(r.get("started_at")), _timestamp(r.get("finished_at"))
+        fractions.append(min(1.0, r["epoch"] / max(1, int(r["epochs"]))))
+        if start is not None and end is not None and end > start:
+            overheads.append(max(0.0, end - start - r["epoch"] * warm(r)))
+    basis = f"{len(overheads)} finished experiments"
+    if not overheads:  # lower bound: what running experiments spent so far beyond their epochs
+        for r in running:
+            start = _timestamp(r.get("started_at"))
+            if start is not None:
+                overheads.append(max(0.0, now - start - (r.get("epoch") or 0) * warm(r)))
+        basis = "running experiments so far (a lower bound until one finishes)"
+    overhead = _median(overheads) or 0.0
+    fraction = _median(fractions) or 1.0
+
+    def expected_epochs(r: dict[str, Any]) -> int:
+        return max(1, min(int(r["epochs"]), round(int(r["epochs"]) * fraction)))
+
+    slots = []
+    for r in running:
+        done = int(r.get("epoch") or 0)
+        total = max(expected_epochs(r), done + 1)
+        start = _timestamp(r.get("started_at"))
+        epochs_left = (total - done) * warm(r)
+        left = epochs_left if start is None else max(epochs_left, overhead + total * warm(r) - (now - start))
+        r["eta"] = {"left": left}
+        slots.append(left)
+    if not slots:
+        for position, r in enumerate(waiting, 1):
+            r["eta"] = {"queue": position, "starts_in": None, "left": None}
+        return Eta(None, 0, "nothing is running: waiting for the scheduler to start one")
+    heapq.heapify(slots)
+    end = max(slots)
+    for position, r in enumerate(waiting, 1):  # array order: Slurm starts array tasks by index
+        start_in = heapq.heappop(slots)
+        finish = start_in + overhead + expected_epochs(r) * warm(r)
+        r["eta"] = {"queue": position, "starts_in": start_in, "left": finish}
+        heapq.heappush(slots, finish)
+        end = max(end, finish)
+    return Eta(end, len(running), basis)

@@ -22,6 +22,7 @@ from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_i
 from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
 from hpc_unet.train.checkpoint import Bundle, clear, load_latest, save_bundle
 from hpc_unet.train.examples import EXAMPLES_FILE, save_run_examples
+from hpc_unet.train.logs import write_history_csv
 from hpc_unet.train.progress import Progress
 from hpc_unet.train.summary import learned_columns, summarize_history
 
@@ -289,6 +290,10 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
                                              factor=float(row["reduce_lr_factor"]),
                                              patience=int(row["reduce_lr_patience"]), min_lr=float(row["min_lr"]))
         callbacks.append(plateau)
+    if row.get("tensorboard"):
+        from hpc_unet.train.logs import tensorboard_callback
+
+        callbacks.append(tensorboard_callback(study.run_dir(exp_id)))
 
     phases.mark("build")
     start, finished, resumed_from = 0, False, 0
@@ -318,6 +323,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
                    "exp_id": exp_id, "attempt_id": base["attempt_id"]}))
         progress.update(state="running", epoch=epoch, best_val_jaccard=best,
                         last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"])
+        write_history_csv(study.run_dir(exp_id), history)
         if "first_epoch" not in phases:
             phases.mark("first_epoch")
         fault_point("epoch-end")

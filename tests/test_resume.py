@@ -1,6 +1,8 @@
 """Exact resume: a run killed (SIGKILL) after epoch k and started again ends exactly like an
 uninterrupted run: same per-epoch history, same early-stopping epoch, bit-identical final weights.
-Real TensorFlow training on CPU, in subprocesses, like a requeued array task."""
+Real TensorFlow training on CPU, in subprocesses, like a requeued array task. Also with dropout and
+batch norm on, for every architecture (dropout's seed generator state is part of the checkpoint), and
+with a SIGKILL while the background checkpoint writer is writing a bundle."""
 
 from __future__ import annotations
 
@@ -28,24 +30,34 @@ def make_study(root: Path) -> Path:
     return root
 
 
-def train(root: Path, fault: str | None = None, state: Path | None = None) -> subprocess.CompletedProcess:
+def make_random_study(root: Path, architecture: str) -> Path:
+    """Dropout and batch norm on, tiny: 4 slices of 32x32 patches (7 steps per epoch), base 4, 3 epochs."""
+    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
+               "--set", "grid.learning_rate=[1e-3]", "--set", "grid.batch_size=[8]",
+               "--set", f"grid.architecture=['{architecture}']", "--set", "train.epochs=3",
+               "--set", "train.dropout=0.2", "--set", "train.batch_norm=true", "--set", "train.base_filters=4",
+               "--set", "data.synth_slices=4") == 0
+    return root
+
+
+def train(root: Path, fault: str | None = None, state: Path | None = None, exp: str = EXP) -> subprocess.CompletedProcess:
     env = dict(os.environ, HPC_UNET_THREADS="1")
     env.pop("HPC_UNET_FAULT", None)
     if fault:
         env["HPC_UNET_FAULT"] = fault
         env["HPC_UNET_FAULT_STATE"] = str(state)
-    return subprocess.run([sys.executable, "-m", "hpc_unet.cli", "train", "--study", str(root), "--experiment", EXP],
+    return subprocess.run([sys.executable, "-m", "hpc_unet.cli", "train", "--study", str(root), "--experiment", exp],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def outcome(root: Path) -> tuple[pd.DataFrame, pd.Series, list[np.ndarray]]:
+def outcome(root: Path, exp: str = EXP) -> tuple[pd.DataFrame, pd.Series, list[np.ndarray]]:
     import keras
 
     shards = sorted((root / "shards").glob("*.summary.parquet"))
     assert len(shards) == 1, shards
     summary = pd.read_parquet(shards[0]).iloc[0]
     history = pd.read_parquet(str(shards[0]).replace(".completed.summary", ".history"))
-    model = keras.models.load_model(root / "runs" / EXP / "model" / "best.keras", safe_mode=True)
+    model = keras.models.load_model(root / "runs" / exp / "model" / "best.keras", safe_mode=True)
     return history, summary, model.get_weights()
 
 
@@ -82,3 +94,28 @@ def test_reference_run_exercises_the_callbacks(reference):
     history, summary, _ = reference
     assert summary["stopped_early"], "the reference should stop early so resume must restore EarlyStopping"
     assert history["lr"].nunique() > 1, "ReduceLROnPlateau should have reduced the lr"
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["UNet", "Attention_UNet", "Attention_ResUNet"])
+def test_dropout_and_batch_norm_resume_exactly(tmp_path, architecture):
+    """Killed in epoch 2 (step 3 of 7), then killed again while the background writer writes the epoch-3
+    bundle (it falls back to epoch 2): the result still equals the uninterrupted run, bit for bit."""
+    ref_root = make_random_study(tmp_path / "ref", architecture)
+    exp = pd.read_parquet(ref_root / "manifest.parquet")["exp_id"].iloc[0]
+    proc = train(ref_root, exp=exp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref_history, _, ref_weights = outcome(ref_root, exp)
+
+    root = make_random_study(tmp_path / "study", architecture)
+    for fault in ("mid-epoch@10:kill:1", "checkpoint-write@2:kill:1"):
+        killed = train(root, fault, tmp_path / f"state-{fault[:3]}", exp=exp)
+        assert killed.returncode == -9, (fault, killed.returncode, killed.stdout[-500:], killed.stderr[-2000:])
+    resumed = train(root, exp=exp)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history, summary, weights = outcome(root, exp)
+    assert summary["restarts"] == 2 and summary["resumed_from_epoch"] == 2
+    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS])
+    for a, b in zip(weights, ref_weights, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,12 +1,21 @@
 """The epoch-end checkpoint bundle: everything needed to continue a run exactly.
 
-A bundle is a directory ``checkpoint/eNNNN`` (NNNN = epochs completed) holding ``model.npz`` (all model
-weights), ``optimizer.npz`` (all optimizer variables: iterations, learning rate, Adam moments),
-``best.npz`` (the best weights so far) and ``state.json`` (history, callback state, data order seed),
-written last with the size of every file. It is built in a temporary directory and renamed into place,
-so a bundle either exists whole or not at all. The newest bundle and the one before it are kept: if the
-newest cannot be read (truncated, corrupted), loading falls back to the previous one with a warning.
-Arrays are stored in npz (zip) members whose CRC32 is checked on read. No TensorFlow here.
+A bundle is a directory ``checkpoint/eNNNN`` (NNNN = epochs completed) holding ``model.npz`` (every
+model variable, ``model.variables``: weights, batch-norm statistics and the Keras ``SeedGenerator`` states
+that drive dropout, which ``get_weights()`` leaves out), ``optimizer.npz`` (all optimizer variables:
+iterations, learning rate, Adam moments), ``best.npz`` (the best weights so far, as ``get_weights()``) and
+``state.json`` (history, callback state, data order seed), written last with the size of every file. It is
+built in a temporary directory and renamed into place, so a bundle either exists whole or not at all. The
+newest bundle and the one before it are kept: if the newest cannot be read (truncated, corrupted), loading
+falls back to the previous one with a warning. Arrays are stored in npz (zip) members whose CRC32 is
+checked on read. Version-1 bundles (``model.npz`` = ``get_weights()``) are still read: ``Bundle.variables``
+is False for them and the caller restores weights only.
+
+``CheckpointWriter`` writes bundles on a background thread, so training goes on while ~0.5 GB are written
+and fsynced: the caller hands over snapshots (tensors are immutable, so a snapshot taken at the epoch end
+is unaffected by the next steps' updates), one write runs at a time, and ``close`` waits for the last.
+Best weights that did not change since the previous bundle are hard-linked from it instead of rewritten.
+No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +35,8 @@ import numpy as np
 
 from hpc_unet.study import _fsync_dir, fault_point
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: model.npz holds get_weights() only (no seed generator state)
 KEEP = 2
 
 
@@ -36,11 +48,14 @@ class Bundle:
     best: list[np.ndarray] | None
     state: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    best_changed: bool = True  # False: best equals the previous bundle's, which is linked, not rewritten
+    variables: bool = True  # model holds every model variable (version 2), not get_weights() (version 1)
 
 
-def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+def _save_arrays(path: Path, arrays: list[Any]) -> None:
+    """Arrays (or tensors: converted here, on the writing thread) to an fsynced npz."""
     with open(path, "wb") as fh:
-        np.savez(fh, *arrays)
+        np.savez(fh, *(np.asarray(a) for a in arrays))
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -61,7 +76,7 @@ def save_bundle(directory: Path, bundle: Bundle) -> Path:
         _save_arrays(tmp / "optimizer.npz", bundle.optimizer)
         files = ["model.npz", "optimizer.npz"]
         if bundle.best is not None:
-            _save_arrays(tmp / "best.npz", bundle.best)
+            _write_best(directory, tmp / "best.npz", bundle)
             files.append("best.npz")
         state = {
             "bundle_version": BUNDLE_VERSION,
@@ -86,6 +101,18 @@ def save_bundle(directory: Path, bundle: Bundle) -> Path:
     return final
 
 
+def _write_best(directory: Path, target: Path, bundle: Bundle) -> None:
+    """Hard-link the previous bundle's best.npz when the best weights did not change, else write them."""
+    previous = bundles(directory)
+    if not bundle.best_changed and previous and (previous[0] / "best.npz").exists():
+        try:
+            os.link(previous[0] / "best.npz", target)
+            return
+        except OSError:  # file systems without hard links: write the arrays instead
+            pass
+    _save_arrays(target, bundle.best)
+
+
 def bundles(directory: Path) -> list[Path]:
     """Bundle directories, newest first (temporary ones excluded)."""
     if not directory.exists():
@@ -96,8 +123,9 @@ def bundles(directory: Path) -> list[Path]:
 
 def read_bundle(path: Path) -> Bundle:
     state = json.loads((path / "state.json").read_text())
-    if state.get("bundle_version") != BUNDLE_VERSION:
-        raise ValueError(f"bundle version {state.get('bundle_version')} is not {BUNDLE_VERSION}")
+    version = state.get("bundle_version")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"bundle version {version} is not one of {READABLE_VERSIONS}")
     for name, size in state["files"].items():
         actual = (path / name).stat().st_size
         if actual != size:
@@ -105,7 +133,8 @@ def read_bundle(path: Path) -> Bundle:
     model = _load_arrays(path / "model.npz")
     optimizer = _load_arrays(path / "optimizer.npz")
     best = _load_arrays(path / "best.npz") if "best.npz" in state["files"] else None
-    return Bundle(epoch=int(state["epoch"]), model=model, optimizer=optimizer, best=best, state=state, path=path)
+    return Bundle(epoch=int(state["epoch"]), model=model, optimizer=optimizer, best=best, state=state, path=path,
+                  variables=version >= 2)
 
 
 def load_latest(directory: Path) -> Bundle | None:
@@ -122,3 +151,50 @@ def load_latest(directory: Path) -> Bundle | None:
 
 def clear(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+class CheckpointWriter:
+    """Writes bundles one at a time on a background thread (``background=False``: on the caller's).
+
+    ``submit`` first waits for the previous write (and re-raises its error), so at most one bundle is in
+    flight and bundles are published in epoch order; ``close`` waits for the last one. A process killed
+    during a write leaves only a temporary directory: the previous bundle stays the newest.
+    """
+
+    def __init__(self, directory: Path, background: bool = True) -> None:
+        self.directory = directory
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.last_write_seconds = 0.0
+
+    def _write(self, bundle: Bundle) -> None:
+        t0 = time.perf_counter()
+        try:
+            save_bundle(self.directory, bundle)
+        except BaseException as exc:  # handed to the training thread by wait()
+            self._error = exc
+        self.last_write_seconds = time.perf_counter() - t0
+
+    def submit(self, bundle: Bundle) -> float:
+        """Start writing ``bundle``; return the seconds the caller was blocked (waiting for the previous)."""
+        t0 = time.perf_counter()
+        self.wait()
+        if not self.background:
+            self._write(bundle)
+            self.wait()
+            return time.perf_counter() - t0
+        self._thread = threading.Thread(target=self._write, args=(bundle,), name="checkpoint-writer")
+        self._thread.start()
+        return time.perf_counter() - t0
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Wait for the write in flight; re-raise its error (``raise_error=False``: drop it)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
+
+    close = wait

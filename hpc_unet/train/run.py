@@ -20,7 +20,7 @@ from hpc_unet import runinfo
 from hpc_unet.dispatch.lease import current_restarts, leased
 from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_iso, write_shard
 from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
-from hpc_unet.train.checkpoint import Bundle, clear, load_latest, save_bundle
+from hpc_unet.train.checkpoint import Bundle, CheckpointWriter, clear, load_latest
 from hpc_unet.train.examples import EXAMPLES_FILE, save_run_examples
 from hpc_unet.train.logs import write_history_csv
 from hpc_unet.train.progress import Progress
@@ -156,6 +156,34 @@ def _save_model(model_builder: Any, weights: list, path: Path, metadata: dict[st
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return path.stat().st_size
+
+
+def snapshot_variables(variables: list[Any]) -> list[Any]:
+    """Immutable tensors of ``variables`` for the background checkpoint writer.
+
+    A read of a TensorFlow resource variable shares its buffer until the next update, which then copies
+    (copy on write), so the snapshot costs no copy on the training thread and later steps cannot change it.
+    """
+    import tensorflow as tf
+
+    return [tf.convert_to_tensor(v.value) for v in variables]
+
+
+def restore_variables(model: Any, optimizer: Any, bundle: Bundle) -> None:
+    """Model and optimizer state from a bundle; every model variable (seed generators too) when it has them."""
+    if bundle.variables:
+        for var, value in zip(model.variables, bundle.model, strict=True):
+            var.assign(value)
+    else:
+        import warnings
+
+        warnings.warn(f"checkpoint {bundle.path} predates seed-generator state (bundle version 1): weights are "
+                      "restored, but dropout masks restart from their seed, so the run is not bit-identical",
+                      stacklevel=2)
+        model.set_weights(bundle.model)
+    optimizer.build(model.trainable_variables)
+    for var, value in zip(optimizer.variables, bundle.optimizer, strict=True):
+        var.assign(value)
 
 
 @leased  # one live task per experiment; counts interruptions across attempts (dispatch/lease.py)
@@ -299,10 +327,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     start, finished, resumed_from = 0, False, 0
     bundle = load_latest(ckpt_dir)
     if bundle is not None:
-        model.set_weights(bundle.model)
-        optimizer.build(model.trainable_variables)
-        for var, value in zip(optimizer.variables, bundle.optimizer, strict=True):
-            var.assign(value)
+        restore_variables(model, optimizer, bundle)
         early.set_state(bundle.state["early_stopping"], bundle.best)
         if plateau is not None:
             plateau.set_state(bundle.state["reduce_lr"])
@@ -312,17 +337,25 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     state["resumed_from_attempt"] = bundle.state.get("attempt_id", "") if bundle is not None else ""
     phases.mark("restore")
 
+    writer = CheckpointWriter(ckpt_dir)
+    last_best: list[Any] = [None]
+
     def on_epoch_done(epoch: int, done: bool) -> None:
+        t0 = time.perf_counter()
         best = max(h["val_jacard_coef"] for h in history)
         best_weights = early.best_weights
-        save_bundle(ckpt_dir, Bundle(
-            epoch=epoch, model=model.get_weights(), best=best_weights,
-            optimizer=[np.array(v) for v in optimizer.variables],
-            state={"history": history, "finished": done, "early_stopping": early.get_state(),
+        snapshot = Bundle(
+            epoch=epoch, model=snapshot_variables(model.variables), best=best_weights,
+            optimizer=snapshot_variables(optimizer.variables), best_changed=best_weights is not last_best[0],
+            state={"history": [dict(h) for h in history], "finished": done, "early_stopping": early.get_state(),
                    "reduce_lr": plateau.get_state() if plateau else None, "seed": int(row["seed"]),
-                   "exp_id": exp_id, "attempt_id": base["attempt_id"]}))
+                   "exp_id": exp_id, "attempt_id": base["attempt_id"]})
+        last_best[0] = best_weights
+        writer.submit(snapshot)
         progress.update(state="running", epoch=epoch, best_val_jaccard=best,
-                        last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"])
+                        last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"],
+                        checkpoint_blocked_seconds=round(time.perf_counter() - t0, 4),
+                        checkpoint_write_seconds=round(writer.last_write_seconds, 4))
         write_history_csv(study.run_dir(exp_id), history)
         if "first_epoch" not in phases:
             phases.mark("first_epoch")
@@ -332,11 +365,16 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     val_ds = eval_dataset(data.val_x, data.val_y, batch)
     if not finished and start < epochs:
         progress.update(state="running", epoch=start)
-        model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start,
-                                augment=row.get("augment", "none")),
-                  validation_data=val_ds, epochs=epochs, initial_epoch=start,
-                  steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
-                  callbacks=[*callbacks, recorder], verbose=0, shuffle=False)
+        try:
+            model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start,
+                                    augment=row.get("augment", "none")),
+                      validation_data=val_ds, epochs=epochs, initial_epoch=start,
+                      steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
+                      callbacks=[*callbacks, recorder], verbose=0, shuffle=False)
+        except BaseException:
+            writer.close(raise_error=False)  # the bundle in flight is published (or not) before we leave
+            raise
+        writer.close()
         if recorder.diverged is not None:
             raise recorder.diverged
         best_weights = early.best_weights
@@ -369,7 +407,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
                    examples=str(examples.relative_to(study.root)))
     write_shard(study, summary, history)
     progress.update(state="completed", epoch=len(history), best_val_jaccard=summary["best_val_jaccard"],
-                    finished_at=time.time())
+                    finished_at=time.time(), learned=summary["learned"])
     fault_point("after-shard")
     clear(ckpt_dir)
     return summary

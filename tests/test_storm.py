@@ -70,6 +70,7 @@ class Storm:
         self.cut_ranges: list[str] = []
         self.prune_removed: list[str] = []
         self.submits: list[list[str]] = []
+        self.touched: dict[str, float] = {}  # exp -> when the storm last hit it
 
     def log(self, text: str) -> None:
         line = f"[{time.monotonic() - self.t0:6.1f} s] {text}"
@@ -93,9 +94,15 @@ class Storm:
         return out
 
     def mid_training(self, min_epoch: int) -> list[tuple[str, dict[str, Any]]]:
-        """Held experiments far enough from their end that a signal now interrupts them."""
+        """Held experiments far enough from their end that a signal now interrupts them, whose job is
+        RUNNING and that the storm has not hit in the last 60 s (a requeued task trains on for KillWait)."""
+        rows = _sh("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%F|%K").stdout.split()
+        running = {f"{a}_{t}" if t.isdigit() else a for a, _, t in (r.partition("|") for r in rows)}
+        now = time.monotonic()
         out = []
         for exp, holder in self.holders().items():
+            if holder["job_id"] not in running or now - self.touched.get(exp, -1e9) < 60:
+                continue
             prog = self.progress(exp)
             epoch = prog.get("epoch") or 0
             if prog.get("state") in ("starting", "running") and min_epoch <= epoch <= EPOCHS - 2:
@@ -108,11 +115,12 @@ class Storm:
             found = self.mid_training(min_epoch)
             if found:
                 return found
-            time.sleep(0.1)
+            time.sleep(0.25)
         raise AssertionError(f"no task in training (epoch >= {min_epoch}) within {timeout} s")
 
     def hit(self, targets: list[tuple[str, dict[str, Any]]], kind: str) -> None:
         for exp, _ in targets:
+            self.touched[exp] = time.monotonic()
             self.interrupted[exp] = self.interrupted.get(exp, 0) + 1
             self.kinds.setdefault(kind, set()).add(exp)
 

@@ -9,11 +9,46 @@ A task that finds the experiment's lease held by another live task (dispatch/lea
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import submitit
 
 from hpc_unet.study import Study
+
+
+def _guard_preemption_handler() -> None:
+    """Make a failure inside submitit's USR2 handler an interruption, never a training failure.
+
+    On preemption Slurm signals the whole job (USR2 and SIGTERM): the SIGTERM can kill the ``scontrol
+    requeue`` that submitit's handler runs, whose CalledProcessError then surfaced inside ``model.fit`` and
+    was recorded as a ``failed`` shard (seen in the storm test). The job is requeued by Slurm anyway
+    (PreemptMode=REQUEUE); if it is not, the task ends without a result, shows as lost and a plain
+    ``submit`` resumes it from its checkpoint. submitit's own "timed out too many times" stays a failure.
+    """
+    import signal
+
+    from submitit.core.utils import UncompletedJobError
+
+    original = signal.getsignal(signal.SIGUSR2)
+    if not callable(original) or getattr(original, "hpc_unet_guard", False):
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            original(signum, frame)
+        except (SystemExit, KeyboardInterrupt, UncompletedJobError):
+            raise
+        except BaseException as exc:
+            print(f"hpc-unet: requeue on USR2 failed ({type(exc).__name__}: {exc}); the task stops as interrupted",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(-1) from exc
+
+    handler.hpc_unet_guard = True  # type: ignore[attr-defined]
+    try:
+        signal.signal(signal.SIGUSR2, handler)
+    except ValueError:  # not the main thread: leave submitit's handler alone
+        pass
 
 
 class TrainTask(submitit.helpers.Checkpointable):
@@ -24,13 +59,12 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.fresh = fresh
 
     def __call__(self) -> dict[str, Any]:
-        import sys
-
         from hpc_unet.dispatch.lease import LeaseHeld
         from hpc_unet.manifest import get_row
         from hpc_unet.train.run import run_experiment
 
         study = Study.at(self.study_root)
+        _guard_preemption_handler()
         try:
             summary = run_experiment(get_row(study, self.exp_id), study, attempt=self.attempt, fresh=self.fresh)
         except LeaseHeld as exc:

@@ -297,12 +297,14 @@ def load_examples(root: Path, completed: pd.DataFrame, recs: pd.DataFrame) -> li
 
 def overlays(examples: list[Example], per_row: int = 2) -> Figure:
     """Per architecture: image, ground truth and predicted probability (0.5 contour) of stored patches."""
-    fig = _figure(11.0, 2.3 * len(examples) + 0.4)
-    axes = fig.subplots(len(examples), 3 * per_row, squeeze=False)
-    for row, (arch, what, arrays) in enumerate(examples):
+    fig = _figure(11.0, 2.5 * len(examples) + 0.4)
+    rows = fig.subfigures(len(examples), 1, squeeze=False)[:, 0]
+    for sub, (arch, what, arrays) in zip(rows, examples, strict=True):
+        sub.suptitle(f"{arch} ({what})", fontsize=9, fontweight="bold")
+        axes = sub.subplots(1, 3 * per_row)
         n = min(per_row, len(arrays["image"]))
         for k in range(per_row):
-            panels = axes[row, 3 * k:3 * k + 3]
+            panels = axes[3 * k:3 * k + 3]
             for ax in panels:
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -319,7 +321,6 @@ def overlays(examples: list[Example], per_row: int = 2) -> Figure:
                 panels[2].contour(mask, levels=[0.5], colors="#00e0ff", linewidths=0.8)
             for ax, title in zip(panels, ("image", "ground truth", "prediction"), strict=True):
                 ax.set_title(title, fontsize=8)
-        axes[row, 0].set_ylabel(f"{arch}\n{what}", fontsize=7)
     fig.suptitle("prediction: probability (bright = foreground); cyan line: ground-truth outline", fontsize=8)
     return fig
 
@@ -339,7 +340,7 @@ def all_figures(cells: pd.DataFrame, cells_j: pd.DataFrame, completed: pd.DataFr
     if completed.empty:
         return
     if examples:
-        yield "overlays", ("Example patches of each architecture's recommended run: image, ground truth (pink) "
+        yield "overlays", ("Example patches of each architecture's recommended run: image, ground truth (yellow) "
                            "and predicted probability with the ground-truth outline; test patches when the study "
                            "has a test set"), overlays(examples)
     yield "comparison_lr", ("Best val Jaccard vs learning rate, a line per batch size; bars are the cell's 95% "

@@ -170,7 +170,7 @@ def make_study(root: str | Path, *, spec: str | None = None, jaccard: Effect = d
                n_patches: int = 60, statuses: dict[Cell, str] | None = None,
                missing: Iterable[Cell] = (), seed: int = 0, history: bool = True,
                results: bool = True, not_learning: Iterable[Cell] = (), test: bool = False,
-               device: str = "NVIDIA A40") -> Study:
+               device: str = "NVIDIA A40", examples: bool = False) -> Study:
     """Create a study directory with manifest, results.parquet and history.parquet of known truth.
 
     ``statuses`` marks cells whose runs failed (``oom``, ``failed``, ``diverged``); ``missing`` cells get
@@ -191,10 +191,32 @@ def make_study(root: str | Path, *, spec: str | None = None, jaccard: Effect = d
                                patch_sd=patch_sd, n_patches=n_patches, statuses=statuses or {},
                                missing=set(missing), seed=seed, not_learning=set(not_learning), test=test,
                                device=device)
+    if examples:
+        for exp_id in frame.loc[frame["status"] == "completed", "exp_id"]:
+            frame.loc[frame["exp_id"] == exp_id, "examples"] = write_example_patches(study, str(exp_id), seed)
     atomic_write(study.results_dir / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     if history:
         atomic_write(study.results_dir / "history.parquet", lambda tmp: hist.to_parquet(tmp, index=False))
     return study
+
+
+def write_example_patches(study: Study, exp_id: str, seed: int = 0, size: int = 48) -> str:
+    """A run's examples file as training writes it: blobs on a noisy background, a blurred prediction."""
+    from hpc_unet.train.examples import EXAMPLES_FILE, write_examples
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks, images = [], []
+    for _ in range(4):
+        cy, cx, r = rng.uniform(12, size - 12, 2).tolist() + [rng.uniform(5, 10)]
+        m = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.float32)
+        masks.append(m)
+        images.append(np.clip(0.3 + 0.4 * m + rng.normal(0, 0.08, m.shape), 0, 1))
+    mask, image = np.stack(masks)[..., None], np.stack(images)[..., None]
+    pred = np.clip(0.85 * mask + rng.normal(0, 0.1, mask.shape), 0, 1)
+    path = study.run_dir(exp_id) / EXAMPLES_FILE
+    write_examples(path, image, mask, pred, "validation")
+    return str(path.relative_to(study.root))
 
 
 def _cell(row: dict) -> Cell:

@@ -45,6 +45,9 @@ case ${1:-} in
         started=""
         if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
             bash slurm/install.sh
+            # headless Chromium for the report test (tests/test_analysis_report_browser.py; skipped without it)
+            command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+                || echo "quickstart: could not install chromium; the report browser test will be skipped"
             bash slurm/start.sh && started=1
             trap 'bash slurm/stop.sh' EXIT
         else

@@ -7,31 +7,49 @@ shards are visible, so collecting while tasks still write is safe. Shards are im
 so their rows are cached between collects (summaries in results/.summary-cache.parquet, the chosen
 attempts' histories in results/.history-cache.parquet) and only new shards are read. Shards are read as
 Arrow tables in threads and converted to pandas once (measured at 3,600 experiments: see docs/bench.md).
+A new summary shard is read from its Arrow copy when that is current (shards.read_summary_copy: ~10x
+cheaper than the Parquet file), else from the Parquet file.
+
+An unchanged collect (same shard files, same manifest, results as this collect wrote them, same hpc-unet)
+returns the previous report without reading or writing anything, and without importing pandas or
+pyarrow: ``status --watch`` users run it in loops on a shared login node. What "same" means is recorded
+in results/.collect-state.json by every full collect.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from hpc_unet.results.schema import HISTORY_COLUMNS, migrate_summary
-from hpc_unet.results.shards import history_file_for, parse_summary_name, summary_files
+from hpc_unet.results.schema import HISTORY_COLUMNS, SHARD_SCHEMA_VERSION, migrate_summary
+from hpc_unet.results.shards import (
+    SUMMARY_SUFFIX,
+    copy_name,
+    history_file_for,
+    parse_summary_name,
+    read_summary_copy,
+    summary_files,
+)
 from hpc_unet.study import Study, atomic_write, atomic_write_json
+
+if TYPE_CHECKING:  # imported where used: an unchanged collect needs neither
+    import pandas as pd
+    import pyarrow as pa
 
 COLLECT_KEY = b"hpc_unet_collect"
 
 
 def _write_tagged(frame: pd.DataFrame, path: Path, token: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), COLLECT_KEY: token.encode()})
     pq.write_table(table, path)
@@ -41,6 +59,8 @@ def read_collected(study: Study, attempts: int = 50) -> tuple[pd.DataFrame, pd.D
     """results.parquet and history.parquet of the same collect (another collect may replace them
     between the two reads: then read again)."""
     import time
+
+    import pyarrow.parquet as pq
 
     for _ in range(attempts):
         results = pq.read_table(study.results_dir / "results.parquet")
@@ -53,6 +73,7 @@ def read_collected(study: Study, attempts: int = 50) -> tuple[pd.DataFrame, pd.D
 
 CACHE_NAME = ".summary-cache.parquet"
 HISTORY_CACHE_NAME = ".history-cache.parquet"
+STATE_NAME = ".collect-state.json"
 _WORKERS = max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 
@@ -74,6 +95,8 @@ class CollectReport:
 
 def _read_table(path: Path) -> pa.Table | None:
     """One shard as an Arrow table (``ParquetFile.read`` skips read_table's dataset set-up: ~2x faster)."""
+    import pyarrow.parquet as pq
+
     try:
         return pq.ParquetFile(path).read()
     except Exception:
@@ -93,6 +116,8 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     Types are unified as pandas would (an all-null column in a failed shard takes the type the others
     have; int and float become float); if Arrow cannot unify them, fall back to pandas' concat.
     """
+    import pandas as pd
+    import pyarrow as pa
     tables = [t.replace_schema_metadata(None) for t in tables]
     try:  # one chunk per column: thousands of one-row chunks make writing the cache 10x slower
         return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
@@ -102,6 +127,8 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 
 
 def _read_cache(path: Path) -> pa.Table | None:
+    import pyarrow.parquet as pq
+
     if not path.exists():
         return None
     try:
@@ -111,11 +138,17 @@ def _read_cache(path: Path) -> pa.Table | None:
 
 
 def _write_cache(path: Path, table: pa.Table) -> None:
+    import pyarrow.parquet as pq
+
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
                     caches: dict[Path, pa.Table]) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     cache_file = study.results_dir / CACHE_NAME
     cached = _read_cache(cache_file)
     if cached is not None and "_file" not in cached.column_names:
@@ -126,7 +159,7 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
     new = [p for p in paths if p.name not in known]
     report.shards_read = len(new)
     fresh = []
-    for path, table in zip(new, _read_tables(new), strict=True):
+    for path, table in zip(new, _read_new_summaries(study, new), strict=True):
         if not _valid_summary(path, table):
             report.unreadable.append(path.name)
             continue
@@ -144,6 +177,16 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
     if fresh:
         caches[cache_file] = allrows
     return allrows.to_pandas()
+
+
+def _read_new_summaries(study: Study, paths: list[Path]) -> list[pa.Table | None]:
+    """Each summary from its current Arrow copy, else (no copy, stale, damaged) from the Parquet file."""
+    listed = set(os.listdir(study.shards_dir)) if paths else set()
+    tables = [read_summary_copy(p) if copy_name(p.name) in listed else None for p in paths]
+    slow = [i for i, t in enumerate(tables) if t is None]
+    for i, table in zip(slow, _read_tables([paths[i] for i in slow]), strict=True):
+        tables[i] = table
+    return tables
 
 
 def _valid_summary(path: Path, table: pa.Table | None) -> bool:
@@ -166,6 +209,11 @@ def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str]
     A history shard is final once its summary exists (it is written first), so cached rows stay valid;
     one whose file has gone is read again (and reported unreadable), as without the cache.
     """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     cache_file = study.results_dir / HISTORY_CACHE_NAME
     wanted = list(results["attempt_id"])
     on_disk = set(os.listdir(study.shards_dir)) if study.shards_dir.exists() else set()
@@ -211,9 +259,19 @@ def choose(rows: pd.DataFrame) -> pd.DataFrame:
 
 def collect(study: Study) -> CollectReport:
     """Merge the shards; concurrent collects of one study take turns (an fcntl lock)."""
-    from hpc_unet.manifest import read_manifest
+    from hpc_unet.status.manifest_table import read_manifest_rows
 
-    read_manifest(study)  # a bad manifest fails here, before anything is created
+    study.require()
+    if (study.results_dir / STATE_NAME).exists():
+        with open(study.results_dir / ".collect.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                previous = _unchanged(study)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        if previous is not None:
+            return previous
+    read_manifest_rows(study, ("exp_id",))  # a bad manifest fails here, before anything is created
     study.results_dir.mkdir(parents=True, exist_ok=True)
     with open(study.results_dir / ".collect.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -223,15 +281,51 @@ def collect(study: Study) -> CollectReport:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _collect(study: Study) -> CollectReport:
-    from hpc_unet.manifest import read_manifest
+def _file_stamp(path: Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
-    frame = read_manifest(study)
-    report = CollectReport(experiments=len(frame))
+
+def _fingerprint(study: Study) -> dict[str, Any]:
+    """What a collect's output depends on: the shard files (summaries in the order collect reads them,
+    every other shard file by name; temporary files excluded), the manifest file, hpc-unet's version."""
+    from hpc_unet import __version__
+
+    names = [p.name for p in summary_files(study)]
+    others = sorted(n for n in (os.listdir(study.shards_dir) if study.shards_dir.exists() else [])
+                    if not n.startswith(".") and not n.endswith(SUMMARY_SUFFIX))
+    digest = hashlib.sha256("\n".join([*names, "", *others]).encode()).hexdigest()
+    return {"shards": digest, "manifest": _file_stamp(study.manifest_file), "version": __version__,
+            "shard_schema": SHARD_SCHEMA_VERSION}
+
+
+def _unchanged(study: Study) -> CollectReport | None:
+    """The previous collect's report when nothing it depends on has changed since; else None."""
+    try:
+        state = json.loads((study.results_dir / STATE_NAME).read_text())
+        outputs = {name: _file_stamp(study.results_dir / name) for name in state["outputs"]}
+        if state["inputs"] != _fingerprint(study) or outputs != state["outputs"] or None in outputs.values():
+            return None
+        return CollectReport(**{**state["report"], "shards_read": 0})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _collect(study: Study) -> CollectReport:
+    import pandas as pd
+
+    from hpc_unet.status.manifest_table import read_manifest_rows
+
+    inputs = _fingerprint(study)  # before reading: shards that land during this collect change it
+    exp_ids = [r["exp_id"] for r in read_manifest_rows(study, ("exp_id",))]
+    report = CollectReport(experiments=len(exp_ids))
     paths = [p for p in summary_files(study) if parse_summary_name(p.name)]
     caches: dict[Path, pa.Table] = {}  # written after the results: a failed collect changes nothing
     rows = _read_summaries(study, paths, report, caches)
-    order = {e: i for i, e in enumerate(frame["exp_id"])}
+    order = {e: i for i, e in enumerate(exp_ids)}
     if len(rows):
         rows = rows[rows["exp_id"].isin(order)]
     if len(rows):
@@ -252,7 +346,7 @@ def _collect(study: Study) -> CollectReport:
     status_of = dict(zip(results["exp_id"], results["status"], strict=True))
     report.completed = sum(1 for s in status_of.values() if s == "completed")
     report.failed = {e: s for e, s in status_of.items() if s != "completed"}
-    report.missing = [e for e in frame["exp_id"] if e not in status_of]
+    report.missing = [e for e in exp_ids if e not in status_of]
     if "learned" in results.columns:
         flags = dict(zip(results["exp_id"], results["learned"], strict=True))
         report.not_learned = [e for e, s in status_of.items() if s == "completed" and str(flags[e]).lower() == "false"]
@@ -262,4 +356,8 @@ def _collect(study: Study) -> CollectReport:
     atomic_write_json(study.results_dir / "collect.json", report.as_dict())
     for cache_file, table in caches.items():
         _write_cache(cache_file, table)
+    outputs = {name: _file_stamp(study.results_dir / name) for name in ("results.parquet", "history.parquet",
+                                                                        "collect.json")}
+    atomic_write_json(study.results_dir / STATE_NAME, {"inputs": inputs, "outputs": outputs,
+                                                       "report": report.as_dict()})
     return report

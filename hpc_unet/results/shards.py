@@ -1,8 +1,16 @@
-"""Write and read result shards (see schema.py for the contract)."""
+"""Write and read result shards (see schema.py for the contract).
+
+Beside each summary shard, after it, ``write_shard`` writes the same row as an Arrow IPC file
+(``<attempt_id>.<status>.summary.arrow``): reading it costs about a tenth of decoding the ~100-column Parquet
+footer and column chunks, which is most of a first collect at thousands of experiments (docs/bench.md).
+It is only an accelerator: it records the Parquet summary's size and mtime, and a reader uses it only
+while they still match (``read_summary_copy``); the Parquet file stays the result and the commit point.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -16,6 +24,8 @@ if TYPE_CHECKING:  # pandas only where shards are written: status lists them wit
     import pandas as pd
 
 SUMMARY_SUFFIX = ".summary.parquet"
+COPY_SUFFIX = ".summary.arrow"
+_COPY_KEY = b"hpc_unet_copy_of"
 HISTORY_SUFFIX = ".history.parquet"
 _ATTEMPT_RE = re.compile(r"^(?P<exp>.+)\.a(?P<attempt>\d{3,})\.(?P<tag>[0-9a-f]{8})$")
 _SUMMARY_RE = re.compile(r"^(?P<attempt_id>.+\.a\d{3,}\.[0-9a-f]{8})\.(?P<status>[a-z]+)\.summary\.parquet$")
@@ -65,8 +75,53 @@ def write_shard(study: Study, summary: dict[str, Any], history: list[dict[str, A
     atomic_write(study.shards_dir / f"{attempt_id}{HISTORY_SUFFIX}", lambda tmp: hist.to_parquet(tmp, index=False))
     fault_point("shard-between")
     path = study.shards_dir / f"{attempt_id}.{summary['status']}{SUMMARY_SUFFIX}"
-    atomic_write(path, lambda tmp: _summary_frame(summary).to_parquet(tmp, index=False))
+    frame = _summary_frame(summary)
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    _write_summary_copy(path, frame)
     return path
+
+
+def copy_name(summary_name: str) -> str:
+    """The Arrow copy's file name for a summary shard's file name."""
+    return summary_name[: -len(SUMMARY_SUFFIX)] + COPY_SUFFIX
+
+
+def _stamp(path: Path) -> bytes:
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}".encode()
+
+
+def _write_summary_copy(path: Path, frame: pd.DataFrame) -> None:
+    """The summary row as Arrow IPC, stamped with the Parquet file's size and mtime. A failure here loses
+    only speed (collect reads the Parquet file), so it never fails the task."""
+    import pyarrow as pa
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata({_COPY_KEY: _stamp(path)})
+
+        def write(tmp: Path) -> None:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+                out.write_table(table)
+
+        atomic_write(path.with_name(copy_name(path.name)), write)
+    except Exception:  # noqa: BLE001 (best effort by design, see the docstring)
+        return
+
+
+def read_summary_copy(path: Path) -> Any:
+    """The Arrow copy of summary shard ``path`` as a table (no metadata), or None when it is absent,
+    unreadable or stale (the Parquet file was replaced or changed after the copy was written)."""
+    import pyarrow as pa
+
+    try:
+        with open(path.with_name(copy_name(path.name)), "rb") as fh:
+            table = pa.ipc.open_file(pa.py_buffer(fh.read())).read_all()
+        stamp = (table.schema.metadata or {}).get(_COPY_KEY)
+        if stamp is None or stamp != _stamp(path):
+            return None
+    except Exception:  # noqa: BLE001 (any damage means: read the Parquet file instead)
+        return None
+    return table.replace_schema_metadata(None)
 
 
 def summary_files(study: Study) -> list[Path]:

@@ -1,0 +1,104 @@
+"""The fast paths of collect and status: a summary's Arrow copy (used only while current), an unchanged
+collect that reads and writes nothing, and verbs that import only what they need."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, cli
+from test_reliability_helpers import fake_shard, make_study
+
+from hpc_unet.results.collect import read_collected
+from hpc_unet.results.shards import copy_name, read_summary_copy, summary_files
+
+GRID = ("grid.learning_rate=[1e-3]", "grid.batch_size=[8, 16]", "grid.architecture=['UNet']")
+
+
+@pytest.fixture
+def study(tmp_path):
+    return make_study(tmp_path / "s", *GRID)
+
+
+def collect_json(study, capsys) -> dict:
+    capsys.readouterr()
+    assert cli("collect", "--study", study.root, "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def results_files(study) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in study.results_dir.iterdir()}
+
+
+def test_the_arrow_copy_holds_the_parquet_row(study):
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1, best=0.625)
+    fake_shard(study, e1, 1, "failed")
+    for path in summary_files(study):
+        copy = read_summary_copy(path)
+        assert copy is not None
+        assert copy.equals(pq.ParquetFile(path).read().replace_schema_metadata(None))
+
+
+def test_a_stale_or_damaged_copy_is_never_used(study, capsys):
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1, best=0.625)
+    fake_shard(study, e1, 1, best=0.5)
+    p0, p1 = (study.shards_dir / f"{e}.a001.0000abcd.completed.summary.parquet" for e in (e0, e1))
+    # p0 is edited after its copy was written (a repair by hand, an old shard rewritten): the Parquet counts
+    table = pq.read_table(p0)
+    pq.write_table(table.set_column(table.column_names.index("best_val_jaccard"), "best_val_jaccard", [[0.9]]), p0)
+    assert read_summary_copy(p0) is None
+    (p1.with_name(copy_name(p1.name))).write_bytes(b"ARROW1 garbage")
+    assert read_summary_copy(p1) is None
+    assert collect_json(study, capsys)["completed"] == 2
+    results, _ = read_collected(study)
+    assert dict(zip(results["exp_id"], results["best_val_jaccard"], strict=True)) == {e0: 0.9, e1: 0.5}
+
+
+def test_an_unchanged_collect_reads_and_writes_nothing(study, capsys):
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1)
+    first = collect_json(study, capsys)
+    before = results_files(study)
+    again = collect_json(study, capsys)
+    assert again == {**first, "shards_read": 0} and results_files(study) == before
+    fake_shard(study, e1, 1, "failed")  # a new shard: a real collect
+    assert collect_json(study, capsys)["failed"] == {e1: "failed"}
+    (study.results_dir / "results.parquet").unlink()  # an output gone: written again
+    assert collect_json(study, capsys)["completed"] == 1
+    assert (study.results_dir / "results.parquet").exists()
+    gone = f"{e1}.a001.0000abcd.history.parquet"
+    (study.shards_dir / gone).unlink()  # any shard file gone counts: collected again, and reported
+    assert collect_json(study, capsys)["unreadable"] == [gone]
+    fresh = study.manifest_file.read_bytes()  # the manifest replaced (same content): checked again
+    study.manifest_file.write_bytes(b"PAR1 not parquet")
+    capsys.readouterr()
+    assert cli("collect", "--study", study.root) == 2
+    assert "manifest.parquet is unreadable" in capsys.readouterr().err
+    study.manifest_file.write_bytes(fresh)
+    assert collect_json(study, capsys)["completed"] == 1
+
+
+def imported_by(*argv: str) -> set[str]:
+    """Heavy modules a verb imported, run in a fresh interpreter as a user would."""
+    code = ("import sys; from hpc_unet.cli import main; rc = main(sys.argv[1:]); "
+            "print('\\nIMPORTED', *[m for m in ('pandas', 'pyarrow', 'rich', 'tensorflow') if m in sys.modules]);"
+            " sys.exit(rc)")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no sacct/squeue: no Slurm query
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env,
+                          cwd=REPO, check=True)
+    return set(proc.stdout.rsplit("IMPORTED", 1)[1].split())
+
+
+def test_status_and_unchanged_collect_import_only_what_they_need(study):
+    fake_shard(study, "unet-lr1e-03-bs8-s0", 1)
+    root = str(study.root)
+    assert imported_by("status", "--study", root, "--summary") == {"pyarrow"}
+    assert imported_by("status", "--study", root) == {"pyarrow", "rich"}
+    assert "pandas" in imported_by("collect", "--study", root)  # the first collect merges with pandas
+    assert imported_by("collect", "--study", root) == set()  # unchanged: nothing to merge

@@ -25,6 +25,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 DATA_KINDS = ("tiff", "folders", "synthetic")
 OOM_POLICIES = ("record", "skip-larger-batches")
 AUGMENTS = ("none", "d4")
+DEVICES = ("auto", "gpu", "cpu")  # train/device.py
 NORMALIZE_METHODS = ("auto", "dtype", "minmax", "percentile")
 NORMALIZE_PER = ("image", "dataset")
 MASK_KINDS = ("binary", "labels")
@@ -87,6 +88,8 @@ TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
                        "tiny CPU models, slower steps on GPUs)"),
     "augment": ("none", lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)} (d4: the 8 flips/90-degree rotations)"),
     "tensorboard": (False, _bool, "true or false"),
+    "device": ("auto", lambda v: v in DEVICES, "one of auto, gpu, cpu (auto: a GPU is required when one was "
+               "allocated; cpu: GPUs hidden)"),
 }
 
 DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {

@@ -68,6 +68,9 @@ MEANINGS: dict[str, str] = {
     "train.augment": "training augmentation",
     "train.tensorboard": "write a TensorBoard log to runs/<exp_id>/tensorboard (`hpc-unet status --tensorboard` "
                          "prints the command that opens all of them)",
+    "train.device": "where the task trains: auto needs a GPU whenever Slurm/CUDA_VISIBLE_DEVICES allocated one "
+                    "(the task fails at once with TensorFlow's reason if it cannot use it); gpu always needs "
+                    "one; cpu hides the GPUs",
     "grid.replicates": "repeat every grid cell with seeds seed, seed+1, ... (not with a seed axis)",
     "grid.<train key>": "any [train] key given as a list of values is an axis: the grid is the product of all axes",
     "slurm.partition": "partition(s), comma-separated",
@@ -102,6 +105,9 @@ ENV_MEANINGS: dict[str, str] = {
                         "submit sets it to cores / --max-parallel when unset",
     "HPC_UNET_FAULT": "fault injection for the reliability tests: point[@n][:action[:count]] (hpc_unet/study.py)",
     "HPC_UNET_FAULT_STATE": "file that counts HPC_UNET_FAULT firings across processes",
+    "CUDA_VISIBLE_DEVICES": "GPUs given to the task (Slurm sets it with SLURM_JOB_GPUS); non-empty and not -1 "
+                            "means a GPU was allocated (train device = auto then requires one); device = cpu "
+                            "sets it to -1",
     "HPC_UNET_LEASE_STALE_S": "seconds without a heartbeat after which an experiment's lease no longer counts",
     "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ log level; hpc-unet sets 3 (errors only) unless already set",
     "SLURM_JOB_ID": "set by Slurm: the job id recorded in results and leases",

@@ -126,6 +126,9 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
     if lost:
         parts.append(Text(f"{len(lost)} experiment(s) whose job ended without a result: {', '.join(lost[:8])}"
                           " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
+    causes = [r for r in rows if r["state"] in ("failed", "oom", "diverged") and r.get("error")]
+    for r in causes[:8]:  # the cause each task recorded (e.g. an allocated GPU TensorFlow cannot use)
+        parts.append(Text(f"{r['exp_id']}: {r['error']}", style="red"))
     if shown:
         parts.append(line())
     return Group(*parts)

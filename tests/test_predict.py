@@ -177,6 +177,13 @@ def test_evaluate_a_study(trained):
     assert list(table["entry"]) == [EXP] and table["best_val_jaccard"].iloc[0] == pytest.approx(
         summary["best_val_jaccard"])
     assert 0 <= table["iou_lo"].iloc[0] <= table["iou"].iloc[0] <= table["iou_hi"].iloc[0] <= 1
+    assert cli("collect", "--study", study.root) == 0
+    assert cli("analyze", "--study", study.root, "--quiet", "--bootstrap", "200") == 0
+    md = (study.analysis_dir / "report.md").read_text()
+    assert "## Evaluation on held-out and other data" in md and "figures/../evaluate/synthetic-seed1000.png" in md
+    assert (study.analysis_dir / "figures" / "../evaluate/synthetic-seed1000.png").exists()
+    page = (study.analysis_dir / "report.html").read_text()
+    assert "alt='../evaluate/synthetic-seed1000' src='data:image/png;base64," in page
 
 
 def test_evaluate_slurm_job_is_built_without_slurm(trained):

@@ -143,7 +143,8 @@ def evaluate(models: list[Any], entries: list[Entry], dataset: Dataset, seed: in
                 models[m].check_channels(raw, f"images: {ipath}")
                 probs[m] = np.stack(models[m].probabilities(list(models[m].normalized(raw[lo:lo + CHUNK]))))
             for e in entries:
-                mean = probs[e.members[0]] if len(e.members) == 1 else np.mean([probs[m] for m in e.members], axis=0)
+                # float64: the mean of K identical float32 maps is exactly that map (K copies == one model)
+                mean = np.mean([probs[m] for m in e.members], axis=0, dtype=np.float64)
                 thr = float(np.mean([models[m].threshold for m in e.members]))
                 pred = mean > thr
                 for s in range(len(pred)):

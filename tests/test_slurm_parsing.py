@@ -159,3 +159,33 @@ def test_submit_with_the_controller_down_is_one_line_and_writes_nothing(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "controller does not answer" in err[0] and "Unable to contact" in err[0], err
     assert snapshot(study.root) == before  # no data cache, no jobs/slurm pickles, no record
+
+
+def test_sbatch_failure_is_one_line_and_removes_what_submitit_wrote(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The checks pass (controller up, partition and GPU type exist, --test-only accepts) but the real
+    sbatch refuses: one line with Slurm's message, exit 2, no pickles or scripts left in jobs/, no record."""
+    study = make_study(tmp_path / "s", "grid.learning_rate=[1e-3]", "grid.batch_size=[8]")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    message = "Batch job submission failed: Job violates accounting/QOS policy (job submit limit)"
+    bodies = {
+        "scontrol": 'case "$1" in ping) echo "Slurmctld(primary) at vm is UP";; '
+                    'show) echo "MaxArraySize            = 1001";; esac',
+        "sinfo": 'echo "a40|gpu:a40:4"',
+        "sbatch": 'for a in "$@"; do [ "$a" = "--test-only" ] && { cat >/dev/null; '
+                  'echo "sbatch: Job 5 to start at 2026-01-01T00:00:00" >&2; exit 0; }; done\n'
+                  f'echo "sbatch: error: {message}" >&2; exit 1',
+        "srun": "exit 1", "squeue": "exit 0", "sacct": "exit 1",
+    }
+    for name, body in bodies.items():
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    capsys.readouterr()
+    before = {k: v for k, v in snapshot(study.root).items() if not k.startswith(("cache", "data"))}
+    assert cli("submit", "--study", study.root, "--partition", "a40") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "nothing was submitted" in err[0], err
+    after = {k: v for k, v in snapshot(study.root).items() if not k.startswith(("cache", "data"))}
+    assert after == before  # the data cache is built after the checks and kept for the next submit

@@ -26,6 +26,7 @@ VERBS = {
     "data": "synthesize or inspect data",
     "demo": "run the whole pipeline on synthetic data on this machine",
     "bench": "benchmarks: training throughput, per-task overhead, orchestration at scale",
+    "doctor": "check a node: versions, GPUs, a speed test, the study's files, Slurm",
     "predict": "segment images with a trained model (sliding window), optionally scored against masks",
     "evaluate": "score a study's best models and a top-K ensemble on a dataset (test set or transfer)",
     "spec": "every grid spec key and environment variable: type, default, meaning, allowed values",

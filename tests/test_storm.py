@@ -95,7 +95,7 @@ class Storm:
                     out[run_dir.name] = view.holder
         return out
 
-    def mid_training(self, min_epoch: int) -> list[tuple[str, dict[str, Any]]]:
+    def mid_training(self, min_epoch: int, max_epoch: int = EPOCHS - 2) -> list[tuple[str, dict[str, Any]]]:
         """Held experiments far enough from their end that a signal now interrupts them, whose job is
         RUNNING and that the storm has not hit in the last 60 s (a requeued task trains on for KillWait)."""
         rows = _sh("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%F|%K").stdout.split()
@@ -107,14 +107,15 @@ class Storm:
                 continue
             prog = self.progress(exp)
             epoch = prog.get("epoch") or 0
-            if prog.get("state") in ("starting", "running") and min_epoch <= epoch <= EPOCHS - 2:
+            if prog.get("state") in ("starting", "running") and min_epoch <= epoch <= max_epoch:
                 out.append((exp, holder))
         return out
 
-    def wait_target(self, min_epoch: int, timeout: float = 240) -> list[tuple[str, dict[str, Any]]]:
+    def wait_target(self, min_epoch: int, max_epoch: int = EPOCHS - 2,
+                    timeout: float = 300) -> list[tuple[str, dict[str, Any]]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.mid_training(min_epoch)
+            found = self.mid_training(min_epoch, max_epoch)
             if found:
                 return found
             time.sleep(0.25)
@@ -216,7 +217,9 @@ class Storm:
                  f"{sorted(e for e, _ in targets)}")
 
     def requeue(self, label: str) -> None:
-        (exp, holder), *_ = self.wait_target(min_epoch=1)
+        # submitit ignores the SIGTERM of `scontrol requeue`: the task trains on until SIGKILL after
+        # KillWait (5 s), so only a task still starting (TensorFlow import, no epoch yet) is sure to be cut
+        (exp, holder), *_ = self.wait_target(min_epoch=0, max_epoch=0)
         assert _sh("scontrol", "requeue", holder["job_id"]).returncode == 0
         self.hit([(exp, holder)], "requeue")
         self.log(f"{label}: scontrol requeue {holder['job_id']} ({exp}, epoch {self.progress(exp).get('epoch')})")

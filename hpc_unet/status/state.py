@@ -123,6 +123,16 @@ def evidence(shard_items: list[tuple[int, str, str]] | None, task: dict[str, Any
                     heartbeat_fresh=lease is None and progress_fresh(prog, now))
 
 
+def _restarts(prog: dict[str, Any], lease: dict[str, Any] | None, ev: Evidence) -> int:
+    """Interruptions so far: the count its last task started with, plus one for a lease left behind by a
+    task that did not end normally (counted for good by the next task that takes the lease)."""
+    try:
+        counted = int(prog.get("restarts", 0) or 0)
+    except (TypeError, ValueError):
+        counted = 0
+    return counted + (1 if lease is not None and not ev.lease_live else 0)
+
+
 def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] | None = None,
                       query_slurm: bool = True) -> list[dict[str, Any]]:
     """One row per experiment; ``frame`` is the manifest (a DataFrame, or rows from read_manifest_rows)."""
@@ -153,7 +163,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] |
         state = precedence.decide(ev)
         row = {**rec, "state": state, "epoch": prog.get("epoch", 0), "best_val_jaccard": prog.get("best_val_jaccard"),
                "learned": prog.get("learned"),
-               "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": prog.get("restarts", 0),
+               "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": _restarts(prog, lease, ev),
                "job_id": task.get("job_id", ""), "executor": task.get("executor", ""),
                "slurm_state": getattr(sched, "state", "") if sched else "",
                "node": (getattr(sched, "node", "") if sched else "") or prog.get("host", ""),

@@ -150,6 +150,18 @@ def test_predict_needs_one_model(trained, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------- evaluate
 
 
+def test_evaluate_plans_best_per_architecture_and_a_top_k_ensemble():
+    from hpc_unet.predict.evaluate import plan_entries
+
+    runs = pd.DataFrame({"exp_id": ["a1", "u1", "a2", "u2"], "best_val_jaccard": [0.9, 0.8, 0.7, 0.6],
+                         "architecture": ["Attention_UNet", "UNet", "Attention_UNet", "UNet"]})
+    entries = plan_entries(runs, 3)
+    assert [(e.name, e.kind, e.members) for e in entries] == [
+        ("a1", "single", [0]), ("u1", "single", [1]), ("ensemble-top3", "ensemble", [0, 1, 2])]
+    assert entries[2].architecture == "Attention_UNet+UNet"
+    assert [e.kind for e in plan_entries(runs, 1)] == ["single", "single"]
+
+
 def test_evaluate_ensemble_of_copies_equals_the_model(trained, tmp_path):
     study, _ = trained
     raw, gt = _synthetic(study)

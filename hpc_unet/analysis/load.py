@@ -231,6 +231,12 @@ def join_manifest(manifest: pd.DataFrame, results: pd.DataFrame, notes: list[str
     if stray:
         notes.append(f"{len(stray)} result row(s) belong to experiments no longer in the manifest and were "
                      f"ignored (e.g. {stray[0]})")
+    from hpc_unet.results.schema import SUMMARY_COLUMNS
+
+    # a result column a run measured (e.g. `device`, the device used) wins over a manifest setting of the
+    # same name (the `device` setting asks for one)
+    shadowed = [c for c in SUMMARY_COLUMNS if c != "exp_id" and c in manifest.columns and c in results.columns]
+    manifest = manifest.drop(columns=shadowed)
     extra = [c for c in results.columns if c not in manifest.columns or c == "exp_id"]
     runs = manifest.merge(results[extra], on="exp_id", how="left")
     runs["status"] = runs["status"].fillna(MISSING).astype(str)

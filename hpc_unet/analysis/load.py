@@ -26,6 +26,7 @@ FACTOR_LABELS = {"architecture": "architecture", "learning_rate": "learning rate
 METRICS: dict[str, tuple[str, bool]] = {
     "best_val_jaccard": ("best val Jaccard (soft)", True),
     "best_val_iou": ("val IoU, thresholded at 0.5", True),
+    "best_val_dice_05": ("val Dice, thresholded at 0.5", True),
     "val_loss_std": ("val-loss std (stability, the seed's measure)", False),
     "val_loss_std_detrended": ("detrended val-loss std (oscillation)", False),
     "best_epoch": ("epochs to best (convergence)", False),
@@ -152,6 +153,10 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
         if col not in out.columns:
             out[col] = np.nan
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    # Dice of the thresholded masks from their IoU (pooled counts: Dice = 2 IoU / (1 + IoU)); the recorded
+    # best_val_dice / test_dice are soft (probabilities), like the soft Jaccard
+    for iou, dice in ((IOU, "best_val_dice_05"), ("test_iou", "test_dice_05")):
+        out[dice] = 2 * out[iou] / (1 + out[iou])
     hours = out["total_train_seconds"] / 3600.0
     out["jaccard_per_gpu_hour"] = np.where(hours > 0, out["best_val_jaccard"] / hours.where(hours > 0), np.nan)
     for col in ("error_type", "error_message"):

@@ -35,8 +35,8 @@ from hpc_unet.analysis.report import Bundle, write_bundle
 from hpc_unet.manifest import format_number
 
 RUN_COLUMNS = ["exp_id", *FACTORS, "seed", "status", "attempts", "learned", "learned_skill", "learned_source",
-               PERFORMANCE, IOU, "best_val_dice", "trivial_val_jaccard", "trivial_val_iou", "test_jaccard",
-               "test_iou", "test_dice", STABILITY, OSCILLATION, "best_epoch", "overfit_gap_best", "overfit_gap_end",
+               PERFORMANCE, IOU, "best_val_dice_05", "best_val_dice", "trivial_val_jaccard", "trivial_val_iou",
+               "test_jaccard", "test_iou", "test_dice_05", "test_dice", STABILITY, OSCILLATION, "best_epoch", "overfit_gap_best", "overfit_gap_end",
                "epochs_run", "total_train_seconds", "jaccard_per_gpu_hour", "device"]
 
 
@@ -146,7 +146,7 @@ def _cells_table(status: pd.DataFrame, cells_j: pd.DataFrame, cells_s: pd.DataFr
     stab = cells_s[[*keys, "mean", "ci_low", "ci_high"]].rename(
         columns={"mean": "val_loss_std", "ci_low": "std_ci_low", "ci_high": "std_ci_high"})
     out = out.merge(stab, on=keys, how="left")
-    out = out.merge(status[[*keys, "n_not_learned", IOU, OSCILLATION, "best_epoch", "overfit_gap_end",
+    out = out.merge(status[[*keys, "n_not_learned", IOU, "best_val_dice_05", OSCILLATION, "best_epoch", "overfit_gap_end",
                             "jaccard_per_gpu_hour"]], on=keys, how="left")
     out["ci_method"] = out["ci_method"].fillna("")
     return out

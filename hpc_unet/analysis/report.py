@@ -285,7 +285,8 @@ GLOSSARY = [
     "the predicted probabilities p (not thresholded) and the true mask t; the metric the study monitors "
     "(Keras name jacard_coef). Under-confident models (e.g. with focal loss) score lower on it than on IoU.",
     "IoU (intersection over union) and Dice: the same overlap with the prediction thresholded at 0.5, the "
-    "numbers a segmentation is usually judged by. Dice = 2 IoU / (1 + IoU) for one mask.",
+    "numbers a segmentation is usually judged by; over pooled pixel counts Dice = 2 IoU / (1 + IoU). (The "
+    "runs table also keeps the soft Dice of the probabilities, best_val_dice / test_dice.)",
     "Did it learn: a run learned when its best validation soft Jaccard or IoU closes at least 10% of the gap "
     "between the best image-blind predictor (all background, all foreground, or the mask fraction everywhere) "
     "and a perfect score. Runs that did not learn keep their Jaccard; their stability and convergence are "

@@ -560,8 +560,8 @@ def judge_all(ctx: Context, hypotheses: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------- recommendations
-EXTRA = [STABILITY, OSCILLATION, "best_epoch", "jaccard_per_gpu_hour", IOU, "best_val_dice", "test_jaccard",
-         "test_iou", "test_dice", "learned_skill"]
+EXTRA = [STABILITY, OSCILLATION, "best_epoch", "jaccard_per_gpu_hour", IOU, "best_val_dice_05", "test_jaccard",
+         "test_iou", "test_dice_05", "learned_skill"]
 
 
 def recommendations(learned: pd.DataFrame, cells_j: pd.DataFrame) -> pd.DataFrame:
@@ -597,9 +597,9 @@ def recommendations(learned: pd.DataFrame, cells_j: pd.DataFrame) -> pd.DataFram
             rows.append({"architecture": arch, "kind": kind, "learning_rate": float(r["learning_rate"]),
                          "batch_size": int(r["batch_size"]), "n": int(r["n"]), "mean": float(r["mean"]),
                          "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"]), "ci_method": r["ci_method"],
-                         "val_iou": float(r[IOU]), "val_dice": float(r["best_val_dice"]),
+                         "val_iou": float(r[IOU]), "val_dice": float(r["best_val_dice_05"]),
                          "test_jaccard": float(r["test_jaccard"]), "test_iou": float(r["test_iou"]),
-                         "test_dice": float(r["test_dice"]), "robust_score": float(r["robust_score"]),
+                         "test_dice": float(r["test_dice_05"]), "robust_score": float(r["robust_score"]),
                          "val_loss_std": float(r[STABILITY]), "val_loss_std_detrended": float(r[OSCILLATION]),
                          "best_epoch": float(r["best_epoch"]),
                          "jaccard_per_gpu_hour": float(r["jaccard_per_gpu_hour"])})

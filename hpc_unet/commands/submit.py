@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="also rerun failed, oom and diverged experiments")
     parser.add_argument("--only", action="append", metavar="EXP_ID", help="submit only these experiments (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script and task map; submit nothing")
+    parser.add_argument("--preflight", action="store_true",
+                        help="first run `hpc-unet doctor`'s checks as a one-task job on the target partition; "
+                        "submit the array only if it finds no problem")
     try:
         from hpc_unet.dispatch.slurm import add_slurm_arguments
     except ImportError:
@@ -62,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if executor == "slurm" and not args.dry_run:
         slurm.preflight(options, slurm.render_sbatch(study.jobs_dir / "slurm", options, len(planned)))
+    if getattr(args, "preflight", False) and not args.dry_run:
+        from hpc_unet.dispatch.preflight import preflight_line, run_preflight
+
+        console.print(preflight_line(run_preflight(study, executor, options)), highlight=False)
     if not args.dry_run:
         from hpc_unet.data.prepare import prepare_study
 

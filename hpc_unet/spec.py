@@ -161,7 +161,10 @@ def _hypothesis_value(where: str, key: str, value: Any) -> Any:
     if not values:
         raise UserError(f"{where} {key} is an empty list; give at least one level")
     for v in values:
-        check_value(where.strip("[]"), TRAIN_PARAMS, key, v)
+        try:
+            check_value("hypothesis", TRAIN_PARAMS, key, v)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
     return value
 
 

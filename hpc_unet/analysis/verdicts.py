@@ -211,7 +211,7 @@ def h2(ctx: Context, h: dict[str, Any]) -> Verdict:
     raw, raw_text = _ordering(learned, order, STABILITY, ctx.anova_s)
     osc, osc_text = _ordering(learned, order, OSCILLATION, ctx.anova_o)
     evidence = f"val-loss std (the seed's measure) {raw_text}"
-    if learned[OSCILLATION].notna().any() if OSCILLATION in learned.columns else False:
+    if OSCILLATION in learned.columns and learned[OSCILLATION].notna().any():
         evidence += f" | detrended std (oscillation) {osc_text}"
         if {raw, osc} == {"+", "-"}:
             evidence += (" | the two measures disagree: the raw std also counts the descent of the loss, the "

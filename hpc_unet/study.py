@@ -218,6 +218,11 @@ class Study:
     def require(self) -> Study:
         """Fail with a clear message unless this is a study of our schema version."""
         if not self.meta_file.exists():
+            if not self.root.exists():
+                raise UserError(f"no such study: {self.root} does not exist; check the path (a new study is made by "
+                                "`hpc-unet manifest --grid SPEC --study DIR`)")
+            if not self.root.is_dir():
+                raise UserError(f"{self.root} is a file, not a study directory; pass the study's directory")
             raise UserError(
                 f"{self.root} is not a study directory (no study.json); create it with "
                 f"`hpc-unet manifest --grid SPEC --study {self.root}`"

@@ -111,6 +111,8 @@ def read_results(study: Study) -> pd.DataFrame:
 
 
 def _require_results(study: Study) -> None:
+    if not study.root.exists():
+        raise UserError(f"no such study: {study.root} does not exist; check the path")
     if not results_file(study).exists():
         raise UserError(f"{study.root} has no results yet ({results_file(study)} is missing); run "
                         f"`hpc-unet collect --study {study.root}` first")

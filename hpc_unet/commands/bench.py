@@ -131,6 +131,10 @@ def _run_train(args: argparse.Namespace) -> dict[str, Any]:
 def _run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     from hpc_unet.bench.overhead import bench_overhead, print_overhead
 
+    if args.demo_study:
+        from hpc_unet.study import Study
+
+        Study.at(args.demo_study).require()  # a mistyped path is an error, not an empty table
     payload = bench_overhead(options=tuple(args.graph_options), architectures=tuple(args.architectures),
                              repeats=args.repeats, tasks=not args.no_tasks, demo_study=args.demo_study,
                              checkpoint=not args.no_checkpoint, checkpoint_base=args.checkpoint_base,

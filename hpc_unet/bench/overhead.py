@@ -12,8 +12,9 @@ Four measurements, each in fresh processes because a warm process hides most of 
    ``phase_seconds`` its shard records (import, data, build, restore, first_epoch, train, finalize);
    what is left over is interpreter start, CLI and manifest before ``run_experiment``.
 3. *demo*: an existing demo study's ``demo-timing.json`` and its shards' phases, summed per phase.
-4. *checkpoint*: the per-epoch bundle ``train/checkpoint.save_bundle`` writes (weights, Adam state,
-   best weights) at the study's model size (base 64), which the throughput bench does not include.
+4. *checkpoint*: the epoch-end bundle (weights, Adam state, best weights) at the study's model size (base
+   64), which the throughput bench does not include: seconds the training thread is blocked before
+   (synchronous write) and after (tensor snapshots + ``train/checkpoint.CheckpointWriter``'s background write).
 """
 
 from __future__ import annotations
@@ -209,39 +210,82 @@ def demo_phases(study_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- 4. checkpoint
-def checkpoint_cost(workdir: Path, size: int = 256, base: int = 64, repeats: int = 2,
-                    architectures: tuple[str, ...] = ("UNet", "Attention_ResUNet")) -> list[dict[str, Any]]:
-    """Seconds of one epoch-end bundle (model + Adam state + best weights) at the study's model size."""
+def _sync_epochs(model: Any, optimizer: Any, directory: Path, epochs: int) -> list[float]:
+    """Before: what train/run.py did at each epoch end until the background writer (all on the training
+    thread: numpy copies of the weights and Adam state, then write + fsync + rename of the whole bundle)."""
     import numpy as np
 
+    from hpc_unet.train.checkpoint import Bundle, save_bundle
+
+    times = []
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        weights = model.get_weights()
+        save_bundle(directory, Bundle(epoch=epoch, model=weights, optimizer=[np.array(v) for v in optimizer.variables],
+                                      best=weights, state={"history": [], "finished": False}, variables=False))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _background_epochs(model: Any, optimizer: Any, directory: Path, epochs: int) -> tuple[list[float], list[dict]]:
+    """After: train/run.py's epoch end now: tensor snapshots handed to the background writer. The best
+    weights change every other epoch (unchanged ones are hard-linked). The writer is waited for outside
+    the timed part, as a real epoch (longer than the write) would."""
+    from hpc_unet.train.checkpoint import Bundle, CheckpointWriter
+    from hpc_unet.train.run import snapshot_variables
+
+    writer = CheckpointWriter(directory)
+    best = model.get_weights()
+    blocked, writes = [], []
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        writer.submit(Bundle(epoch=epoch, model=snapshot_variables(model.variables),
+                             optimizer=snapshot_variables(optimizer.variables), best=best,
+                             best_changed=epoch % 2 == 1, state={"history": [], "finished": False}))
+        blocked.append(time.perf_counter() - t0)
+        writer.wait()
+        writes.append({"best_changed": epoch % 2 == 1, "write_s": writer.last_write_seconds})
+    return blocked, writes
+
+
+def checkpoint_cost(workdir: Path, size: int = 256, base: int = 64, repeats: int = 3,
+                    architectures: tuple[str, ...] = ("UNet", "Attention_ResUNet")) -> list[dict[str, Any]]:
+    """Seconds the training thread is blocked per epoch-end bundle (model + Adam state + best weights) at
+    the study's model size: before (synchronous write) and after (background writer); the first epoch of
+    each is left out of the medians (page cache, directory creation)."""
     from hpc_unet.bench.common import quiet_tensorflow
 
     quiet_tensorflow()
     import keras
 
     from hpc_unet.models import build_model
-    from hpc_unet.train.checkpoint import Bundle, clear, save_bundle
+    from hpc_unet.train.checkpoint import clear
 
     out = []
     for arch in architectures:
         model = build_model(arch, input_shape=(size, size, 1), base_filters=base)
+        optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+        optimizer.build(model.trainable_variables)
         t0 = time.perf_counter()
-        weights = model.get_weights()
+        model.get_weights()
         t_get = time.perf_counter() - t0
-        optimizer = [np.zeros((), np.int64), np.array(1e-3, np.float32)]
-        optimizer += [np.zeros_like(w) for w in model.trainable_weights for _ in range(2)]
-        directory = workdir / f"ckpt-{arch}"
-        times = []
-        for epoch in range(1, repeats + 2):
-            t0 = time.perf_counter()
-            save_bundle(directory, Bundle(epoch=epoch, model=weights, optimizer=optimizer, best=weights,
-                                          state={"history": [], "finished": False}))
-            times.append(time.perf_counter() - t0)
-        size_bytes = sum(f.stat().st_size for f in (directory / f"e{repeats + 1:04d}").iterdir())
+        sync = _sync_epochs(model, optimizer, workdir / f"ckpt-sync-{arch}", repeats + 1)
+        directory = workdir / f"ckpt-bg-{arch}"
+        blocked, writes = _background_epochs(model, optimizer, directory, repeats + 1)
+        newest = sorted(directory.iterdir())[-1]
+        size_bytes = sum(f.stat().st_size for f in newest.iterdir())
+        clear(workdir / f"ckpt-sync-{arch}")
         clear(directory)
+        changed = [w["write_s"] for w in writes[1:] if w["best_changed"]]
+        unchanged = [w["write_s"] for w in writes[1:] if not w["best_changed"]]
         out.append({"architecture": arch, "bundle_bytes": size_bytes, "get_weights_s": t_get,
-                    "save_bundle_s": median(times[1:]), "save_bundle_first_s": times[0],
-                    "write_mb_per_s": size_bytes / 1e6 / median(times[1:])})
+                    "save_bundle_s": median(sync[1:]), "save_bundle_first_s": sync[0],
+                    "write_mb_per_s": size_bytes / 1e6 / median(sync[1:]),
+                    "sync_blocked_s": median(sync[1:]), "background_blocked_s": median(blocked[1:]),
+                    "background_blocked_max_s": max(blocked[1:]),
+                    "background_write_s": median(changed) if changed else None,
+                    "background_write_best_unchanged_s": median(unchanged) if unchanged else None,
+                    "load_average": list(os.getloadavg())})
         del model
         keras.backend.clear_session()
     return out
@@ -250,15 +294,16 @@ def checkpoint_cost(workdir: Path, size: int = 256, base: int = 64, repeats: int
 def bench_overhead(options: tuple[str, ...] = GRAPH_OPTIONS, architectures: tuple[str, ...] = ("UNet",
                    "Attention_ResUNet"), repeats: int = 1, tasks: bool = True, demo_study: str | None = None,
                    checkpoint: bool = True, checkpoint_base: int = 64, checkpoint_size: int = 256,
-                   epochs: int = 3, workdir: str | None = None) -> dict[str, Any]:
-    """The ``bench overhead`` payload (``epochs`` >= 2: the startup runs also time a warm epoch)."""
+                   epochs: int = 3, workdir: str | None = None, startup_runs: bool = True) -> dict[str, Any]:
+    """The ``bench overhead`` payload (``epochs`` >= 2: the startup runs also time a warm epoch);
+    ``startup_runs=False`` with ``tasks=False`` times the checkpoint alone."""
     epochs = max(2, epochs)
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hpc-unet-bench-overhead-"))
     base.mkdir(parents=True, exist_ok=True)
     study_dir = base / "study"
-    ids = make_tiny_study(study_dir, architectures, epochs=epochs)
+    ids = make_tiny_study(study_dir, architectures, epochs=epochs) if startup_runs or tasks else []
     startup = []
-    for rep in range(repeats):
+    for rep in range(repeats if startup_runs else 0):
         for exp_id in ids:
             seq = options if rep % 2 == 0 else tuple(reversed(options))
             for option in seq:
@@ -329,10 +374,13 @@ def print_overhead(payload: dict[str, Any]) -> None:
         )
     if payload.get("checkpoint"):
         print_table(
-            "Epoch-end checkpoint bundle at the study's model size (model + Adam + best weights, fsynced)",
-            ["architecture", "MB", "get_weights s", "save_bundle s", "MB/s"],
-            [[c["architecture"], c["bundle_bytes"] / 1e6, c["get_weights_s"], c["save_bundle_s"],
-              c["write_mb_per_s"]] for c in payload["checkpoint"]],
+            "Epoch-end checkpoint bundle at the study's model size (model + Adam + best weights, fsynced): "
+            "seconds the training thread is blocked",
+            ["architecture", "MB", "before: sync write", "after: blocked", "after: max blocked",
+             "background write", "write, best unchanged", "get_weights s", "load avg 1 min"],
+            [[c["architecture"], c["bundle_bytes"] / 1e6, c["sync_blocked_s"], c["background_blocked_s"],
+              c["background_blocked_max_s"], c["background_write_s"], c["background_write_best_unchanged_s"],
+              c["get_weights_s"], c["load_average"][0]] for c in payload["checkpoint"]],
         )
 
 

@@ -53,6 +53,8 @@ def _add_overhead(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tasks", action="store_true", help="skip `hpc-unet train` subprocesses")
     p.add_argument("--demo-study", metavar="DIR", help="aggregate the phases of an existing `hpc-unet demo` study")
     p.add_argument("--no-checkpoint", action="store_true", help="skip timing the epoch-end checkpoint bundle")
+    p.add_argument("--checkpoint-only", action="store_true",
+                   help="time only the epoch-end checkpoint (no startup runs, no tasks)")
     p.add_argument("--checkpoint-size", type=int, default=256)
     p.add_argument("--checkpoint-base", type=int, default=64)
     p.add_argument("--workdir", help="where to put the tiny study (default: a temporary directory)")
@@ -136,9 +138,10 @@ def _run_overhead(args: argparse.Namespace) -> dict[str, Any]:
 
         Study.at(args.demo_study).require()  # a mistyped path is an error, not an empty table
     payload = bench_overhead(options=tuple(args.graph_options), architectures=tuple(args.architectures),
-                             repeats=args.repeats, tasks=not args.no_tasks, demo_study=args.demo_study,
+                             repeats=args.repeats, tasks=not (args.no_tasks or args.checkpoint_only), demo_study=args.demo_study,
                              checkpoint=not args.no_checkpoint, checkpoint_base=args.checkpoint_base,
-                             checkpoint_size=args.checkpoint_size, epochs=args.epochs, workdir=args.workdir)
+                             checkpoint_size=args.checkpoint_size, epochs=args.epochs, workdir=args.workdir,
+                             startup_runs=not args.checkpoint_only)
     print_overhead(payload)
     return payload
 

@@ -98,7 +98,7 @@ def test_non_learning_runs_are_flagged_and_never_most_stable_or_fastest(flat_stu
 
 def test_units_follow_the_device(flat_study):
     md = (flat_study.analysis_dir / "report.md").read_text()
-    assert "per CPU-hour" in md and "jaccard per CPU-hour" in md
+    assert "J per CPU-hour" in md and "jaccard per CPU-hour" in md and "GPU-hour" not in md.replace("per GPU-hour than", "")
 
 
 def test_older_shards_derive_learned_from_provenance_or_say_unknown(tmp_path):

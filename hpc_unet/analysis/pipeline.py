@@ -232,7 +232,8 @@ def headline(data: StudyData, recs: pd.DataFrame, learning: dict[str, Any], unit
     config = (f"{top['architecture']} at learning rate {format_number(float(top['learning_rate']))} and batch size "
               f"{int(top['batch_size'])}")
     if np.isfinite(float(top.get("test_iou", np.nan))):
-        words.append(f"The best setting was {config}: on {prov.get('patches_test', '?')} held-out test patches it "
+        n_test = f"{prov['patches_test']} " if prov.get("patches_test") else ""
+        words.append(f"The best setting was {config}: on {n_test}held-out test patches it "
                      f"reached IoU {float(top['test_iou']):.3f} and Dice {float(top['test_dice']):.3f} (thresholded at "
                      f"0.5); its validation soft Jaccard, used to choose it, was {float(top['mean']):.3f}.")
     else:
@@ -251,7 +252,7 @@ def headline(data: StudyData, recs: pd.DataFrame, learning: dict[str, Any], unit
     if np.isnan(float(top.get("test_iou", np.nan))):
         nxt.append("add a held-out test set")
     if flat:
-        nxt.append(f"look at why {flat} runs did not learn (the learning curves)")
+        nxt.append(f"look at why {flat} run{'s' if flat > 1 else ''} did not learn (the learning curves)")
     words.append("Next: " + "; ".join(nxt) + ".")
     return " ".join(words)
 

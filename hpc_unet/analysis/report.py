@@ -145,6 +145,8 @@ def display(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         return out
     if name == "verdicts":
         return f[["id", "claim", "verdict", "evidence"]].fillna("")
+    if name == "recommendations":
+        return _recommendations(f)
     if name == "failures":
         f["attempts"] = _col(f, "attempts").map(num)
         return f.fillna("").astype(str).map(lambda s: s if len(s) < 200 else s[:197] + "...")
@@ -163,6 +165,33 @@ def display(name: str, frame: pd.DataFrame) -> pd.DataFrame:
             out[col.replace("_", " ")] = f[col].map(num)
         else:
             out[col.replace("_", " ")] = f[col].fillna("").astype(str)
+    return out
+
+
+def _per_unit(frame: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Column labels name the device the runs used ('per CPU-hour' on a CPU), not always a GPU."""
+    frame = frame.copy()
+    frame.columns = [str(c).replace("gpu hour", unit) for c in frame.columns]
+    return frame
+
+
+def _recommendations(f: pd.DataFrame) -> pd.DataFrame:
+    """The recommendations table narrow enough for a page: 3 decimals, the interval beside its mean."""
+    def three(col: str) -> pd.Series:
+        return _col(f, col).map(lambda v: f"{float(v):.3f}" if pd.notna(v) and math.isfinite(float(v)) else "")
+
+    out = pd.DataFrame(index=f.index)
+    out["architecture"], out["kind"] = f["architecture"], f["kind"]
+    out["lr"], out["batch"], out["n"] = f["learning_rate"].map(_lr), f["batch_size"].map(num), f["n"].map(num)
+    out["val soft Jaccard [95% CI]"] = [f"{a} {interval(lo, hi)}" if a else "" for a, lo, hi in
+                                        zip(three("mean"), three("ci_low"), three("ci_high"), strict=True)]
+    out["CI method"] = _col(f, "ci_method").fillna("").astype(str)
+    for col, label in (("val_iou", "val IoU"), ("val_dice", "val Dice"), ("test_iou", "test IoU"),
+                       ("test_dice", "test Dice"), ("val_loss_std", "val-loss std"),
+                       ("val_loss_std_detrended", "oscillation")):
+        out[label] = three(col)
+    out["best epoch"] = _col(f, "best_epoch").map(num)
+    out["J per gpu hour"] = three("jaccard_per_gpu_hour")
     return out
 
 
@@ -204,9 +233,7 @@ def build_blocks(bundle: Bundle) -> list[Block]:
                                     "highest mean minus std over the cell and its lr/batch neighbours; most "
                                     f"efficient = highest Jaccard per {unit}. val IoU / val Dice are thresholded "
                                     "at 0.5; test columns are on the held-out test set (empty without one)."))
-            frame = display(name, tables[name])
-            frame.columns = [str(c).replace("gpu hour", unit) for c in frame.columns]
-            blocks.append(("table", name, frame))
+            blocks.append(("table", name, _per_unit(display(name, tables[name]), unit)))
     blocks.append(("h2", "Glossary"))
     blocks.append(("ul", GLOSSARY))
     blocks.append(("h2", "Figures"))
@@ -227,17 +254,17 @@ def build_blocks(bundle: Bundle) -> list[Block]:
         if meta.get("notes"):
             blocks.append(("ul", meta["notes"]))
         if name in tables:
-            blocks.append(("table", name, display(name, tables[name])))
+            blocks.append(("table", name, _per_unit(display(name, tables[name]), unit)))
     for name in ("cells", "marginal_means", "correlation", "pairwise_architectures"):
         if name in tables:
             blocks.append(("h3", TABLE_TITLES[name]))
             if name == "cells":
                 blocks.append(("p", info.get("ci_note", "")))
-            blocks.append(("table", name, display(name, tables[name])))
+            blocks.append(("table", name, _per_unit(display(name, tables[name]), unit)))
     if "baseline" in tables:
         blocks.append(("h2", "Baseline"))
         blocks.append(("p", f"Baseline study: {info.get('baseline', '')} (matched by architecture)."))
-        blocks.append(("table", "baseline", display("baseline", tables["baseline"])))
+        blocks.append(("table", "baseline", _per_unit(display("baseline", tables["baseline"]), unit)))
     blocks.append(("h2", "What was run"))
     blocks.append(("ul", info.get("provenance", [])))
     learning = info.get("learning", {})

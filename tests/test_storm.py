@@ -54,6 +54,14 @@ LIVE = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "SUSPENDE
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Storm:
     """The study under attack, and what the test saw."""
 
@@ -122,8 +130,18 @@ class Storm:
         raise AssertionError(f"no task in training (epoch >= {min_epoch}) within {timeout} s")
 
     def hit(self, targets: list[tuple[str, dict[str, Any]]], kind: str) -> None:
+        """Once each target's trainer process has gone, count an interruption where it left no result
+        (a requeued task trains on until KillWait ends it, and may finish first)."""
         for exp, _ in targets:
             self.touched[exp] = time.monotonic()
+        for exp, holder in targets:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _alive(int(holder["pid"])):
+                time.sleep(0.1)
+            assert not _alive(int(holder["pid"])), f"{kind}: trainer of {exp} still alive after 60 s"
+            if exp in self.completed():
+                self.log(f"{kind}: {exp} finished before its trainer stopped: not an interruption")
+                continue
             self.interrupted[exp] = self.interrupted.get(exp, 0) + 1
             self.kinds.setdefault(kind, set()).add(exp)
 
@@ -212,25 +230,25 @@ class Storm:
         out = _sh("sbatch", "--parsable", "-p", "urgent", "--gres=gpu:a40:4", "-c", "1", "--mem=100M",
                   "-o", "/dev/null", "--wrap", "sleep 2")
         assert out.returncode == 0, out.stderr
-        self.hit(targets, "urgent")
         self.log(f"{label}: urgent job {out.stdout.strip()} takes all 4 GPUs, preempting "
                  f"{sorted(e for e, _ in targets)}")
+        self.hit(targets, "urgent")
 
     def requeue(self, label: str) -> None:
         # submitit ignores the SIGTERM of `scontrol requeue`: the task trains on until SIGKILL after
-        # KillWait (5 s), so only a task still starting (TensorFlow import, no epoch yet) is sure to be cut
+        # KillWait (5 s); a task in its first epoch is likely to be cut (hit() checks whether it was)
         (exp, holder), *_ = self.wait_target(min_epoch=0, max_epoch=0)
         assert _sh("scontrol", "requeue", holder["job_id"]).returncode == 0
-        self.hit([(exp, holder)], "requeue")
         self.log(f"{label}: scontrol requeue {holder['job_id']} ({exp}, epoch {self.progress(exp).get('epoch')})")
+        self.hit([(exp, holder)], "requeue")
 
     def kill(self, label: str) -> str:
         (exp, holder), *_ = self.wait_target(min_epoch=1)
         self.may_be_lost.add(exp)
         os.kill(int(holder["pid"]), signal.SIGKILL)
-        self.hit([(exp, holder)], "kill -9")
         self.log(f"{label}: kill -9 trainer pid {holder['pid']} of {holder['job_id']} ({exp}, epoch "
                  f"{self.progress(exp).get('epoch')})")
+        self.hit([(exp, holder)], "kill -9")
         return exp
 
     def cancel_pending(self, array: str, label: str, n: int = 7) -> list[str]:
@@ -343,6 +361,7 @@ def test_preemption_storm(storm: Storm, tmp_path: Path) -> None:
         assert results.loc[exp, "restarts"] >= n, (exp, n, results.loc[exp, "restarts"])
         assert final[exp]["restarts"] == results.loc[exp, "restarts"]
     assert {r["state"] for r in final.values()} == {"completed"}
+    assert len(s.kinds.get("urgent", ())) >= 1 and len(s.kinds.get("kill -9", ())) == 2, s.kinds
     resumed = results[results["resumed_from_epoch"] > 0]
     assert len(resumed) and (resumed["resumed_from_attempt"] != "").all()
     assert s.lost_seen and s.lost_seen <= s.may_be_lost | set(s.collateral)

@@ -1,11 +1,12 @@
-"""Checkpoint bundles: atomic, pruned to two, and a damaged newest one falls back to the previous."""
+"""Checkpoint bundles: atomic, pruned to two, a damaged newest one falls back to the previous; the
+background writer; unchanged best weights linked; version-1 bundles still read."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hpc_unet.train.checkpoint import Bundle, bundles, load_latest, save_bundle
+from hpc_unet.train.checkpoint import Bundle, CheckpointWriter, bundles, load_latest, read_bundle, save_bundle
 
 
 def bundle(epoch: int) -> Bundle:
@@ -57,3 +58,70 @@ def test_failed_write_leaves_previous(tmp_path, monkeypatch):
     assert [p.name for p in bundles(tmp_path)] == ["e0001"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert load_latest(tmp_path).epoch == 1
+
+
+def test_background_writer_does_not_block_and_publishes_in_order(tmp_path, monkeypatch):
+    """A slow disk (each array file takes 0.3 s) blocks only the write thread; close() waits for it."""
+    import threading
+    import time
+
+    from hpc_unet.train import checkpoint
+
+    real = checkpoint._save_arrays
+    threads = set()
+
+    def slow(path, arrays):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.3)
+        real(path, arrays)
+
+    monkeypatch.setattr(checkpoint, "_save_arrays", slow)
+    writer = CheckpointWriter(tmp_path)
+    assert writer.submit(bundle(1)) < 0.1
+    assert bundles(tmp_path) == []  # still being written
+    blocked = writer.submit(bundle(2))  # waits for bundle 1 first: one write in flight
+    assert blocked > 0.3 and [p.name for p in bundles(tmp_path)] == ["e0001"]
+    writer.close()
+    assert [p.name for p in bundles(tmp_path)] == ["e0002", "e0001"]
+    assert threads == {"checkpoint-writer"}
+
+
+def test_background_write_error_reaches_the_training_thread(tmp_path, monkeypatch):
+    writer = CheckpointWriter(tmp_path)
+    writer.submit(bundle(1))
+    writer.close()
+    monkeypatch.setenv("HPC_UNET_FAULT", "checkpoint-write:raise")
+    writer.submit(bundle(2))
+    with pytest.raises(RuntimeError, match="injected"):
+        writer.close()
+    assert [p.name for p in bundles(tmp_path)] == ["e0001"]
+    writer.submit(bundle(3))
+    writer.close(raise_error=False)  # an exception already in flight: the write error is dropped
+    assert load_latest(tmp_path).epoch == 1
+
+
+def test_unchanged_best_weights_are_linked_not_rewritten(tmp_path):
+    first = save_bundle(tmp_path, bundle(1))
+    same = bundle(2)
+    same.best, same.best_changed = [np.zeros(1)], False  # not written: the previous file is linked
+    second = save_bundle(tmp_path, same)
+    assert (second / "best.npz").stat().st_ino == (first / "best.npz").stat().st_ino
+    np.testing.assert_array_equal(load_latest(tmp_path).best[0], np.ones(2))
+    third = save_bundle(tmp_path, bundle(3))  # changed: written anew; pruning e0001 keeps e0002's link valid
+    assert (third / "best.npz").stat().st_ino != (second / "best.npz").stat().st_ino
+    np.testing.assert_array_equal(read_bundle(second).best[0], np.ones(2))
+
+
+def test_version_1_bundle_is_read_as_weights_only(tmp_path):
+    import json
+
+    path = save_bundle(tmp_path, bundle(1))
+    state = json.loads((path / "state.json").read_text())
+    state["bundle_version"] = 1
+    (path / "state.json").write_text(json.dumps(state))
+    got = load_latest(tmp_path)
+    assert got.epoch == 1 and got.variables is False
+    state["bundle_version"] = 99
+    (path / "state.json").write_text(json.dumps(state))
+    with pytest.warns(UserWarning, match="falling back"):
+        assert load_latest(tmp_path) is None

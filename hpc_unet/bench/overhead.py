@@ -231,8 +231,8 @@ def _background_epochs(model: Any, optimizer: Any, directory: Path, epochs: int)
     """After: train/run.py's epoch end now: tensor snapshots handed to the background writer. The best
     weights change every other epoch (unchanged ones are hard-linked). The writer is waited for outside
     the timed part, as a real epoch (longer than the write) would."""
+    from hpc_unet.train.callbacks import snapshot_variables
     from hpc_unet.train.checkpoint import Bundle, CheckpointWriter
-    from hpc_unet.train.run import snapshot_variables
 
     writer = CheckpointWriter(directory)
     best = model.get_weights()

@@ -166,17 +166,6 @@ def _save_model(model_builder: Any, weights: list, path: Path, metadata: dict[st
     return path.stat().st_size
 
 
-def snapshot_variables(variables: list[Any]) -> list[Any]:
-    """Immutable tensors of ``variables`` for the background checkpoint writer.
-
-    A read of a TensorFlow resource variable shares its buffer until the next update, which then copies
-    (copy on write), so the snapshot costs no copy on the training thread and later steps cannot change it.
-    """
-    import tensorflow as tf
-
-    return [tf.convert_to_tensor(v.value) for v in variables]
-
-
 def restore_variables(model: Any, optimizer: Any, bundle: Bundle) -> None:
     """Model and optimizer state from a bundle; every model variable (seed generators too) when it has them."""
     if bundle.variables:
@@ -288,7 +277,12 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
 
     from hpc_unet.data import prepare_for_row
     from hpc_unet.models import build_model
-    from hpc_unet.train.callbacks import EpochRecorder, ResumableEarlyStopping, ResumableReduceLROnPlateau
+    from hpc_unet.train.callbacks import (
+        EpochRecorder,
+        ResumableEarlyStopping,
+        ResumableReduceLROnPlateau,
+        snapshot_variables,
+    )
     from hpc_unet.train.losses import get_loss
     from hpc_unet.train.metrics import make_metrics, patch_overlaps
     from hpc_unet.train.pipeline import eval_dataset, steps_per_epoch, train_dataset

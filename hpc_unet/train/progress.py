@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from hpc_unet import runinfo
-from hpc_unet.study import Study, atomic_write_json, read_json
+from hpc_unet.study import Study, atomic_write_json
 
 
 class Progress:
@@ -19,10 +19,3 @@ class Progress:
     def update(self, **fields: Any) -> None:
         self.data.update(fields, updated_at=time.time())
         atomic_write_json(self.path, self.data)
-
-
-def read_progress(study: Study, exp_id: str) -> dict[str, Any] | None:
-    try:
-        return read_json(study.progress_file(exp_id))
-    except (OSError, ValueError):
-        return None

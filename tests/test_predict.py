@@ -135,7 +135,15 @@ def test_predict_stack_in_stack_out_and_rgb_refused(trained, tmp_path, capsys):
     assert cli("predict", "--model", _model(study), "--images", tmp_path / "rgb.png", "--out", tmp_path / "o2") == 2
     err = capsys.readouterr().err
     assert "3 channel(s)" in err and "grayscale" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "o2" / "predict.json").exists()
+    assert not (tmp_path / "o2").exists()  # nothing written
+    Image.fromarray(raw[0]).save(tmp_path / "o" / "gray.png")
+    mixed = tmp_path / "o"  # gray.png first, then rgb... : the error comes after one image was predicted
+    shutil.copy(tmp_path / "rgb.png", mixed / "zz_rgb.png")
+    before = sorted(p.name for p in mixed.rglob("*"))
+    assert cli("predict", "--model", _model(study), "--images", mixed, "--out", tmp_path / "o3", "--quiet") == 2
+    assert not (tmp_path / "o3").exists() and sorted(p.name for p in mixed.rglob("*")) == before
+    assert cli("predict", "--model", _model(study), "--images", mixed, "--out", mixed, "--quiet") == 2
+    assert "would overwrite the input" in capsys.readouterr().err
 
 
 def test_predict_needs_one_model(trained, tmp_path, capsys):

@@ -77,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
                          mask_mode=args.mask or meta.get("mask", "binary"), probabilities=args.probabilities,
                          overlay=Path(args.overlay).expanduser() if args.overlay else None, fmt=args.format or "",
                          threshold=args.threshold, quiet=args.quiet)
+    inputs = {i.path.resolve() for i in items}
+    for item in items:
+        for ext in images.FORMATS:
+            if (req.out / f"{item.stem}.{ext}").resolve() in inputs:
+                raise UserError(f"--out {req.out} would overwrite the input {item.path}; write the masks to "
+                                "another folder")
     if args.masks:
         req.masks = Path(args.masks).expanduser()
         if not req.masks.exists():

@@ -6,8 +6,13 @@ Every output file is written atomically; ``predict.json`` (what ran, how fast, a
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,10 +61,41 @@ def predict_stack(model: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, np.n
     return norm, np.stack(probs)
 
 
+@contextlib.contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A hidden folder inside ``folder`` to write into; its files move into ``folder`` only when the block
+    succeeds, so bad input met halfway (a later file with the wrong channels) leaves no partial outputs."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".predict.", dir=folder))
+    try:
+        yield stage
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = folder / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: leave the file system as it was
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def run(model: LoadedModel, req: Request) -> dict[str, Any]:
     """Predict every item; return (and write as ``predict.json``) the run's record."""
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(staged(req.out))
+        overlay = stack.enter_context(staged(req.overlay)) if req.overlay is not None else None
+        record = _run(model, req, out, overlay)
+    atomic_write_json(req.out / "predict.json", record)
+    return record
+
+
+def _run(model: LoadedModel, req: Request, out: Path, overlay: Path | None) -> dict[str, Any]:
     threshold = model.threshold if req.threshold is None else req.threshold
-    req.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     blocks: list[np.ndarray] = []
     written: list[str] = []
@@ -83,9 +119,9 @@ def run(model: LoadedModel, req: Request) -> dict[str, Any]:
             n_slices += len(probs)
             pred = probs > threshold
             fmt = req.fmt or ("png" if item.path.suffix.lower() == ".png" else "tif")
-            written.append(str(images.write_mask(req.out, item, pred, fmt)))
+            written.append(str(req.out / images.write_mask(out, item, pred, fmt).name))
             if req.probabilities:
-                images.write_tiff(req.out / "probabilities" / f"{item.stem}.tif",
+                images.write_tiff(out / "probabilities" / f"{item.stem}.tif",
                                   probs if len(probs) > 1 else probs[0])
             truth = None
             if req.masks is not None:
@@ -94,10 +130,10 @@ def run(model: LoadedModel, req: Request) -> dict[str, Any]:
                     name = item.stem if len(pred) == 1 else f"{item.stem}[{s}]"
                     rows.append({**scores.image_row(name, truth[s], pred[s]), "file": str(item.path), "slice": s})
                     blocks.append(scores.block_counts(truth[s], pred[s], model.patch))
-            if req.overlay is not None:
+            if overlay is not None:
                 for s in range(len(pred)):
                     name = item.stem if len(pred) == 1 else f"{item.stem}-{s:04d}"
-                    images.write_png(req.overlay / f"{name}.png",
+                    images.write_png(overlay / f"{name}.png",
                                      images.overlay(norm[s], pred[s], None if truth is None else truth[s]))
             if first is None:
                 bar.advance(task)
@@ -112,7 +148,6 @@ def run(model: LoadedModel, req: Request) -> dict[str, Any]:
     if rows:
         record["overall"] = scores.summarize(rows, np.concatenate(blocks))
         record["per_image"] = rows
-    atomic_write_json(req.out / "predict.json", record)
     return record
 
 

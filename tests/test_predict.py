@@ -206,6 +206,22 @@ def test_evaluate_a_study(trained):
     assert "alt='../evaluate/synthetic-seed1000' src='data:image/png;base64," in page
 
 
+def test_evaluate_transfer_to_another_dataset_spec(trained, tmp_path):
+    study, _ = trained
+    assert cli("data", "synth", "--out", tmp_path / "other", "--slices", "2", "--height", "96", "--width", "80",
+               "--seed", "5") == 0
+    spec = tmp_path / "other.toml"
+    spec.write_text('[study]\nname = "other lab"\n[data]\nkind = "tiff"\nimages = "other/training.tif"\n'
+                    'masks = "other/training_groundtruth.tif"\npatch_size = 32\n')
+    out = tmp_path / "ev"
+    assert cli("evaluate", "--study", study.root, "--data", spec, "--out", out, "--quiet") == 0
+    table = pd.read_csv(out / "other-lab-training.csv")
+    record = json.loads((out / "other-lab-training.json").read_text())
+    assert record["dataset"]["pairs"] == [[str(tmp_path / "other" / "training.tif"),
+                                          str(tmp_path / "other" / "training_groundtruth.tif")]]
+    assert table["images"].iloc[0] == 2 and table["interval_unit"].iloc[0] == "block"
+
+
 def test_evaluate_slurm_job_is_built_without_slurm(trained):
     study, _ = trained
     # a subprocess: submitit sets up logging on first use, which must not grab pytest's captured stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +17,7 @@ from hpc_unet.study import Study
 from hpc_unet.train.examples import read_examples
 
 
-def test_training_writes_learned_evidence_and_examples(tmp_path):
+def test_training_writes_learned_evidence_and_examples(tmp_path, capsys):
     root = tmp_path / "study"
     assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
                "--set", "grid.learning_rate=[5e-3]", "--set", "grid.batch_size=[8]",
@@ -38,6 +39,11 @@ def test_training_writes_learned_evidence_and_examples(tmp_path):
     assert examples is not None and examples["image"].dtype == np.uint8
     assert examples["image"].shape == examples["mask"].shape == examples["prediction"].shape
     assert str(examples["split"]) == "validation"  # the smoke spec has no test set
+    capsys.readouterr()
+    assert cli("collect", "--study", root, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["not_learned"] == ([] if row["learned"] else [exp_id])
+    assert cli("status", "--study", root) == 0
+    assert ("(did not learn)" in capsys.readouterr().out) == (not row["learned"])
     assert cli("analyze", "--study", root, "--bootstrap", "50", "--quiet") == 0
     md = (study.analysis_dir / "report.md").read_text()
     assert "Validation split: slice-level" in md

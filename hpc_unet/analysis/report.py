@@ -181,8 +181,9 @@ def _recommendations(f: pd.DataFrame) -> pd.DataFrame:
         return _col(f, col).map(lambda v: f"{float(v):.3f}" if pd.notna(v) and math.isfinite(float(v)) else "")
 
     out = pd.DataFrame(index=f.index)
-    out["architecture"], out["kind"] = f["architecture"], f["kind"]
-    out["lr"], out["batch"], out["n"] = f["learning_rate"].map(_lr), f["batch_size"].map(num), f["n"].map(num)
+    out["architecture"], out["kind"] = _col(f, "architecture"), _col(f, "kind")
+    out["lr"], out["batch"] = _col(f, "learning_rate").map(_lr), _col(f, "batch_size").map(num)
+    out["n"] = _col(f, "n").map(num)
     out["val soft Jaccard [95% CI]"] = [f"{a} {interval(lo, hi)}" if a else "" for a, lo, hi in
                                         zip(three("mean"), three("ci_low"), three("ci_high"), strict=True)]
     out["CI method"] = _col(f, "ci_method").fillna("").astype(str)

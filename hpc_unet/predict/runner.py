@@ -52,15 +52,6 @@ def _progress(total: int, quiet: bool) -> Any:
                     console=Console(stderr=True), disable=quiet or total < PROGRESS_MIN, transient=True)
 
 
-def predict_stack(model: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raw ``(n, H, W, C)`` -> (normalised slices, ``(n, H, W)`` float32 probabilities)."""
-    norm = model.normalized(raw)
-    probs = []
-    for lo in range(0, len(norm), CHUNK):
-        probs += model.probabilities(list(norm[lo:lo + CHUNK]))
-    return norm, np.stack(probs)
-
-
 @contextlib.contextmanager
 def staged(folder: Path) -> Iterator[Path]:
     """A hidden folder inside ``folder`` to write into; its files move into ``folder`` only when the block

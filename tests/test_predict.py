@@ -184,6 +184,8 @@ def test_evaluate_ensemble_of_copies_equals_the_model(trained, tmp_path):
     single, ensemble = table.iloc[0], table.iloc[3]
     for col in ("iou", "iou_lo", "iou_hi", "dice", "dice_lo", "dice_hi"):
         assert ensemble[col] == single[col], col
+    assert ensemble["iou_vs_best_member"] == 0 and ensemble["iou_vs_best_member_lo"] == 0
+    assert ensemble["iou_vs_best_member_hi"] == 0 and pd.isna(single["iou_vs_best_member"])
     detail = json.loads((out / "img.json").read_text())["entries"]
     assert detail["ensemble-3"]["per_image"] == detail[EXP]["per_image"]
     assert (out / "img.png").read_bytes()[:4] == b"\x89PNG"

@@ -164,6 +164,18 @@ def evaluate(models: list[Any], entries: list[Entry], dataset: Dataset, seed: in
                      "mean_image_iou": s["mean_image_iou"], "images": s["images"],
                      "interval_unit": s["interval_unit"], "interval_units": s["interval_units"]})
         detail[e.name] = {"summary": s, "per_image": per_image[e.name]}
+    for row, e in zip(rows, entries, strict=True):
+        # an ensemble against its best member (by validation Jaccard), on the same units: a paired bootstrap
+        ref = next((r for r in entries if r.kind == "single" and r.members == e.members[:1]), None)
+        if e.kind != "ensemble" or ref is None:
+            row.update({"iou_vs_best_member": float("nan"), "iou_vs_best_member_lo": float("nan"),
+                        "iou_vs_best_member_hi": float("nan")})
+            continue
+        _, a = scores.units(per_image[e.name], np.concatenate(blocks[e.name]))
+        _, b = scores.units(per_image[ref.name], np.concatenate(blocks[ref.name]))
+        d = scores.paired_difference(a, b, seed)
+        row.update({"iou_vs_best_member": d["diff"], "iou_vs_best_member_lo": d["ci"][0],
+                    "iou_vs_best_member_hi": d["ci"][1]})
     return pd.DataFrame(rows), detail
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 COLUMNS = ["entry", "kind", "architecture", "best_val_jaccard", "iou", "iou 95% interval", "dice",
-           "dice 95% interval", "images"]
+           "dice 95% interval", "ensemble - best member IoU [95%]", "images"]
 
 
 def _table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -24,6 +24,10 @@ def _table(frame: pd.DataFrame) -> pd.DataFrame:
                                                                               strict=True)]
         out[m] = out[m].map(lambda v: f"{v:.4f}")
     out["best_val_jaccard"] = out["best_val_jaccard"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    vs = out.get("iou_vs_best_member", pd.Series([float("nan")] * len(out)))
+    lo, hi = out.get("iou_vs_best_member_lo", vs), out.get("iou_vs_best_member_hi", vs)
+    out["ensemble - best member IoU [95%]"] = ["" if pd.isna(d) else f"{d:+.4f} [{a:+.4f}, {b:+.4f}]"
+                                               for d, a, b in zip(vs, lo, hi, strict=True)]
     return out[COLUMNS]
 
 

@@ -63,17 +63,44 @@ def bootstrap(units: np.ndarray, seed: int = 0, n: int = BOOTSTRAP, level: float
     return {"iou": np.percentile(ious, q).tolist(), "dice": np.percentile(dices, q).tolist()}
 
 
+def _pooled_iou(sums: np.ndarray) -> np.ndarray:
+    i, st, sp = sums[..., 0], sums[..., 1], sums[..., 2]
+    union = st + sp - i
+    return np.where(union > 0, i / np.where(union > 0, union, 1), 1.0)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0, n: int = BOOTSTRAP, level: float = 0.95
+                      ) -> dict[str, Any]:
+    """Pooled IoU of ``a`` minus that of ``b`` (``(n, 3)`` counts of the same units, e.g. an ensemble and its
+    best member on the same images), with a paired percentile interval (both resampled with the same draws)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 3), np.asarray(b, np.float64).reshape(-1, 3)
+    diff = float(_pooled_iou(a.sum(axis=0)) - _pooled_iou(b.sum(axis=0)))
+    if len(a) < 2:
+        return {"diff": diff, "ci": [diff, diff]}
+    idx = np.random.default_rng(seed).integers(0, len(a), (n, len(a)))
+    d = _pooled_iou(a[idx].sum(axis=1)) - _pooled_iou(b[idx].sum(axis=1))
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {"diff": diff, "ci": np.percentile(d, q).tolist()}
+
+
+def units(per_image: list[dict[str, Any]], blocks: np.ndarray) -> tuple[str, np.ndarray]:
+    """The bootstrap unit and its ``(n, 3)`` counts: images when there are ``MIN_UNITS`` or more, else blocks."""
+    c = np.array([[r["intersection"], r["sum_true"], r["sum_pred"]] for r in per_image], np.float64).reshape(-1, 3)
+    if len(c) >= MIN_UNITS or len(blocks) <= len(c):
+        return "image", c
+    return "block", np.asarray(blocks, np.float64).reshape(-1, 3)
+
+
 def summarize(per_image: list[dict[str, Any]], blocks: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """Overall scores of ``per_image`` rows (with intersection/sum_true/sum_pred) and their intervals;
     the bootstrap unit is the image when there are at least ``MIN_UNITS`` of them, else ``blocks``."""
-    c = np.array([[r["intersection"], r["sum_true"], r["sum_pred"]] for r in per_image], np.float64)
-    unit = "image" if len(c) >= MIN_UNITS or len(blocks) <= len(c) else "block"
-    ci = bootstrap(c if unit == "image" else blocks, seed)
+    c = np.array([[r["intersection"], r["sum_true"], r["sum_pred"]] for r in per_image], np.float64).reshape(-1, 3)
+    unit, counts_ = units(per_image, blocks)
+    ci = bootstrap(counts_, seed)
     overall = pooled(c)
     return {"iou": overall["iou"], "dice": overall["dice"], "iou_ci": ci["iou"], "dice_ci": ci["dice"],
             "mean_image_iou": float(np.mean([r["iou"] for r in per_image])) if per_image else float("nan"),
-            "images": len(per_image), "interval_unit": unit, "interval_units": int(len(c) if unit == "image"
-                                                                                 else len(blocks)),
+            "images": len(per_image), "interval_unit": unit, "interval_units": int(len(counts_)),
             "intersection": int(c[:, 0].sum()), "sum_true": int(c[:, 1].sum()), "sum_pred": int(c[:, 2].sum())}
 
 

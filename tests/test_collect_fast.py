@@ -14,7 +14,7 @@ from conftest import REPO, cli
 from test_reliability_helpers import fake_shard, make_study
 
 from hpc_unet.results.collect import read_collected
-from hpc_unet.results.shards import copy_name, read_summary_copy, summary_files
+from hpc_unet.results.shards import copy_name, read_copy
 
 GRID = ("grid.learning_rate=[1e-3]", "grid.batch_size=[8, 16]", "grid.architecture=['UNet']")
 
@@ -34,12 +34,14 @@ def results_files(study) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in study.results_dir.iterdir()}
 
 
-def test_the_arrow_copy_holds_the_parquet_row(study):
+def test_the_arrow_copies_hold_the_parquet_rows(study):
     e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
     fake_shard(study, e0, 1, best=0.625)
     fake_shard(study, e1, 1, "failed")
-    for path in summary_files(study):
-        copy = read_summary_copy(path)
+    shards = [p for p in study.shards_dir.iterdir() if p.suffix == ".parquet"]
+    assert len(shards) == 4
+    for path in shards:
+        copy = read_copy(path)
         assert copy is not None
         assert copy.equals(pq.ParquetFile(path).read().replace_schema_metadata(None))
 
@@ -52,9 +54,9 @@ def test_a_stale_or_damaged_copy_is_never_used(study, capsys):
     # p0 is edited after its copy was written (a repair by hand, an old shard rewritten): the Parquet counts
     table = pq.read_table(p0)
     pq.write_table(table.set_column(table.column_names.index("best_val_jaccard"), "best_val_jaccard", [[0.9]]), p0)
-    assert read_summary_copy(p0) is None
+    assert read_copy(p0) is None
     (p1.with_name(copy_name(p1.name))).write_bytes(b"ARROW1 garbage")
-    assert read_summary_copy(p1) is None
+    assert read_copy(p1) is None
     assert collect_json(study, capsys)["completed"] == 2
     results, _ = read_collected(study)
     assert dict(zip(results["exp_id"], results["best_val_jaccard"], strict=True)) == {e0: 0.9, e1: 0.5}

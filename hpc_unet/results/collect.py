@@ -7,8 +7,8 @@ shards are visible, so collecting while tasks still write is safe. Shards are im
 so their rows are cached between collects (summaries in results/.summary-cache.parquet, the chosen
 attempts' histories in results/.history-cache.parquet) and only new shards are read. Shards are read as
 Arrow tables in threads and converted to pandas once (measured at 3,600 experiments: see docs/bench.md).
-A new summary shard is read from its Arrow copy when that is current (shards.read_summary_copy: ~10x
-cheaper than the Parquet file), else from the Parquet file.
+A new shard is read from its Arrow copy when that is current (shards.read_copy: ~10x cheaper than the
+Parquet file), else from the Parquet file.
 
 An unchanged collect (same shard files, same manifest, results as this collect wrote them, same hpc-unet)
 returns the previous report without reading or writing anything, and without importing pandas or
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpc_unet.results.schema import HISTORY_COLUMNS, SHARD_SCHEMA_VERSION, migrate_summary
+from hpc_unet.results.schema import HISTORY_COLUMNS, RENAMED_COLUMNS_V1, SHARD_SCHEMA_VERSION, migrate_summary
 from hpc_unet.results.shards import (
     SUMMARY_SUFFIX,
     copy_name,
     history_file_for,
     parse_summary_name,
-    read_summary_copy,
+    read_copy,
     summary_files,
 )
 from hpc_unet.study import Study, atomic_write, atomic_write_json
@@ -159,13 +159,15 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
     new = [p for p in paths if p.name not in known]
     report.shards_read = len(new)
     fresh = []
-    for path, table in zip(new, _read_new_summaries(study, new), strict=True):
-        if not _valid_summary(path, table):
+    for path, table in zip(new, _read_copies_or_shards(study, new), strict=True):
+        if table is None or table.num_rows != 1 or min(table.schema.get_field_index(k) for k in _SUMMARY_KEYS) < 0:
             report.unreadable.append(path.name)
             continue
-        assert table is not None
-        table = migrate_summary(table)
-        fresh.append(table.append_column("_file", pa.array([path.name] * table.num_rows, pa.string())))
+        if max(table.schema.get_field_index(old) for old in RENAMED_COLUMNS_V1) >= 0:
+            table = migrate_summary(table)  # an older schema's names (cheap test first: thousands of tables)
+        fresh.append(table.append_column("_file", pa.array([path.name], pa.string())))
+    if fresh:
+        fresh = [_drop_foreign(_concat(fresh), report)]
     names = {p.name for p in paths}
     if cached is not None and cached.num_rows:
         keep = pc.is_in(cached.column("_file"), value_set=pa.array(sorted(names), pa.string()))
@@ -179,27 +181,32 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
     return allrows.to_pandas()
 
 
-def _read_new_summaries(study: Study, paths: list[Path]) -> list[pa.Table | None]:
-    """Each summary from its current Arrow copy, else (no copy, stale, damaged) from the Parquet file."""
+_SUMMARY_KEYS = {"exp_id", "attempt_id", "attempt", "status"}
+
+
+def _drop_foreign(table: pa.Table, report: CollectReport) -> pa.Table:
+    """Rows whose exp_id, attempt_id, attempt and status agree with their file's name; the others
+    (damaged, or another attempt's row under this name) are reported unreadable and dropped."""
+    import pyarrow as pa
+
+    columns = {k: table.column(k).to_pylist() for k in ("_file", "exp_id", "attempt", "attempt_id", "status")}
+    keep = []
+    for file, *row in zip(*columns.values(), strict=True):
+        ok = parse_summary_name(file) == tuple(row)
+        keep.append(ok)
+        if not ok:
+            report.unreadable.append(file)
+    return table if all(keep) else table.filter(pa.array(keep))
+
+
+def _read_copies_or_shards(study: Study, paths: list[Path]) -> list[pa.Table | None]:
+    """Each shard from its current Arrow copy, else (no copy, stale, damaged) from the Parquet file."""
     listed = set(os.listdir(study.shards_dir)) if paths else set()
-    tables = [read_summary_copy(p) if copy_name(p.name) in listed else None for p in paths]
+    tables = [read_copy(p) if copy_name(p.name) in listed else None for p in paths]
     slow = [i for i, t in enumerate(tables) if t is None]
     for i, table in zip(slow, _read_tables([paths[i] for i in slow]), strict=True):
         tables[i] = table
     return tables
-
-
-def _valid_summary(path: Path, table: pa.Table | None) -> bool:
-    """One row whose exp_id, attempt_id and status agree with the file name (else damaged or foreign)."""
-    parsed = parse_summary_name(path.name)
-    if table is None or table.num_rows != 1 or parsed is None:
-        return False
-    if not {"exp_id", "attempt_id", "attempt", "status"} <= set(table.column_names):
-        return False
-    row = {k: table.column(k)[0].as_py() for k in ("exp_id", "attempt_id", "attempt", "status")}
-    exp_id, attempt, attempt_id, status = parsed
-    return (row["exp_id"], row["attempt_id"], row["status"]) == (exp_id, attempt_id, status) \
-        and row["attempt"] == attempt
 
 
 def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str],
@@ -233,7 +240,7 @@ def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str]
     missing = [a for a in wanted if a not in have]
     paths = [study.shards_dir / hist_name[a] for a in missing]
     fresh = []
-    for path, table in zip(paths, _read_tables(paths), strict=True):
+    for path, table in zip(paths, _read_copies_or_shards(study, paths), strict=True):
         if table is None:
             report.unreadable.append(path.name)
         elif table.num_rows:

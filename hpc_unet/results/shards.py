@@ -1,10 +1,11 @@
 """Write and read result shards (see schema.py for the contract).
 
-Beside each summary shard, after it, ``write_shard`` writes the same row as an Arrow IPC file
-(``<attempt_id>.<status>.summary.arrow``): reading it costs about a tenth of decoding the ~100-column Parquet
-footer and column chunks, which is most of a first collect at thousands of experiments (docs/bench.md).
-It is only an accelerator: it records the Parquet summary's size and mtime, and a reader uses it only
-while they still match (``read_summary_copy``); the Parquet file stays the result and the commit point.
+After the summary shard, ``write_shard`` writes an Arrow IPC copy of both shards beside them
+(``<attempt_id>.<status>.summary.arrow``, ``<attempt_id>.history.arrow``): reading one costs about a tenth
+of decoding the ~100-column Parquet footer and column chunks, which was most of a first collect at
+thousands of experiments (docs/bench.md). A copy is only an accelerator: it records its Parquet file's
+size and mtime, and a reader uses it only while they still match (``read_copy``); the Parquet files stay
+the result and the summary the commit point.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pandas only where shards are written: status lists them wit
     import pandas as pd
 
 SUMMARY_SUFFIX = ".summary.parquet"
-COPY_SUFFIX = ".summary.arrow"
+COPY_SUFFIX = ".arrow"
 _COPY_KEY = b"hpc_unet_copy_of"
 HISTORY_SUFFIX = ".history.parquet"
 _ATTEMPT_RE = re.compile(r"^(?P<exp>.+)\.a(?P<attempt>\d{3,})\.(?P<tag>[0-9a-f]{8})$")
@@ -77,13 +78,14 @@ def write_shard(study: Study, summary: dict[str, Any], history: list[dict[str, A
     path = study.shards_dir / f"{attempt_id}.{summary['status']}{SUMMARY_SUFFIX}"
     frame = _summary_frame(summary)
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    _write_summary_copy(path, frame)
+    _write_copy(path, frame)
+    _write_copy(study.shards_dir / f"{attempt_id}{HISTORY_SUFFIX}", hist)
     return path
 
 
-def copy_name(summary_name: str) -> str:
-    """The Arrow copy's file name for a summary shard's file name."""
-    return summary_name[: -len(SUMMARY_SUFFIX)] + COPY_SUFFIX
+def copy_name(shard_name: str) -> str:
+    """The Arrow copy's file name for a shard's file name (``X.parquet`` -> ``X.arrow``)."""
+    return shard_name[: -len(".parquet")] + COPY_SUFFIX
 
 
 def _stamp(path: Path) -> bytes:
@@ -91,8 +93,8 @@ def _stamp(path: Path) -> bytes:
     return f"{st.st_size}:{st.st_mtime_ns}".encode()
 
 
-def _write_summary_copy(path: Path, frame: pd.DataFrame) -> None:
-    """The summary row as Arrow IPC, stamped with the Parquet file's size and mtime. A failure here loses
+def _write_copy(path: Path, frame: pd.DataFrame) -> None:
+    """The shard's rows as Arrow IPC, stamped with the Parquet file's size and mtime. A failure here loses
     only speed (collect reads the Parquet file), so it never fails the task."""
     import pyarrow as pa
 
@@ -108,8 +110,8 @@ def _write_summary_copy(path: Path, frame: pd.DataFrame) -> None:
         return
 
 
-def read_summary_copy(path: Path) -> Any:
-    """The Arrow copy of summary shard ``path`` as a table (no metadata), or None when it is absent,
+def read_copy(path: Path) -> Any:
+    """The Arrow copy of shard ``path`` as a table (no metadata), or None when it is absent,
     unreadable or stale (the Parquet file was replaced or changed after the copy was written)."""
     import pyarrow as pa
 

@@ -162,6 +162,9 @@ def _print(table, dataset, csv: Path) -> None:  # noqa: ANN001 (pandas frame, Da
     print(f"evaluated on {dataset.description}: {table['images'].iloc[0]} image(s)")
     width = max(len(e) for e in table["entry"])
     for r in table.itertuples():
+        vs = "" if r.kind != "ensemble" or r.iou_vs_best_member != r.iou_vs_best_member else (
+            f"  vs best member {r.iou_vs_best_member:+.4f} [{r.iou_vs_best_member_lo:+.4f}, "
+            f"{r.iou_vs_best_member_hi:+.4f}]")
         print(f"  {r.entry:<{width}}  IoU {r.iou:.4f} [{r.iou_lo:.4f}, {r.iou_hi:.4f}]  "
-              f"Dice {r.dice:.4f} [{r.dice_lo:.4f}, {r.dice_hi:.4f}]")
+              f"Dice {r.dice:.4f} [{r.dice_lo:.4f}, {r.dice_hi:.4f}]{vs}")
     print(f"table: {csv}")

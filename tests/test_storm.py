@@ -419,7 +419,8 @@ def test_submit_with_the_controller_stopped(tmp_path: Path) -> None:
     assert status.returncode == 0 and "3 not submitted" in status.stdout
     # a partition that does not exist, or a GPU type it lacks: refused before anything is written
     for flags, words in ((["--partition", "nope"], "partition 'nope' does not exist"),
-                         (["--partition", "a40", "--gpu-type", "h100"], "no GPUs of type 'h100'")):
+                         (["--partition", "a40", "--gpu-type", "h100"], "no GPUs of type 'h100'"),
+                         (["--partition", "a40", "--qos", "bogus"], "qos 'bogus' is not one that")):
         proc = hpc("submit", "--study", root, *flags)
         assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert snapshot(root) == before

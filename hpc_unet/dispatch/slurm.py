@@ -381,14 +381,21 @@ def _check_names(opts: dict[str, Any]) -> None:
                         have = ", ".join(sorted(gres_of[part])) or "no GRES"
                         raise UserError(f"partition {part!r} has no GPUs of type {gpu_type!r} ({have}); fix "
                                         "--gpu-type (or '' for any GPU) or --partition")
-    for key in ("account", "qos"):
+    # account / qos: refused only when accounting lists some and not this one (a site without
+    # associations, or hiding them with PrivateData, lists none: sbatch --test-only then decides)
+    import getpass
+
+    lists = {"account": ["sacctmgr", "-n", "-P", "show", "assoc", f"user={getpass.getuser()}", "format=account"],
+             "qos": ["sacctmgr", "-n", "-P", "show", "qos", "format=name"]}
+    for key, cmd in lists.items():
         name = opts.get(key)
         if not name or shutil.which("sacctmgr") is None:
             continue
-        rc, out = _ask(["sacctmgr", "-n", "-P", "show", key, name, "format=name"])
-        if rc == 0 and name.lower() not in {ln.strip().lower() for ln in out.splitlines()}:
-            raise UserError(f"{key} {name!r} does not exist in Slurm's accounting (sacctmgr show {key}); "
-                            f"fix --{key} or [slurm] {key}")
+        rc, out = _ask(cmd)
+        known = {ln.strip() for ln in out.splitlines() if ln.strip()} if rc == 0 else set()
+        if known and name.lower() not in {k.lower() for k in known}:
+            raise UserError(f"{key} {name!r} is not one that Slurm's accounting knows for you "
+                            f"({', '.join(sorted(known))}); fix --{key} or [slurm] {key}")
 
 
 def preflight(opts: dict[str, Any], script: str) -> None:

@@ -7,9 +7,13 @@ patches), progress files and a Slurm submission record. The mix per 100 experime
 (3 of them after an earlier failed attempt), 4 failed, 2 oom, 1 diverged, 5 running (fresh progress
 file, no shard yet), 3 never submitted. Shards are written by a process pool.
 
-Timed, each as the command does it (no TensorFlow anywhere):
+Timed as a user runs them first (``time_commands``): each command a new ``hpc-unet`` process, Python
+start-up and imports included, Slurm left out (sacct/squeue kept off PATH), with a cold page cache
+(dropped through /proc/sys/vm/drop_caches when running as root; else marked not cold) and a warm one:
+status --summary, status, the first collect, an unchanged collect. Then inside one process (no
+TensorFlow anywhere):
 - manifest: spec -> rows -> manifest.parquet (``create_study``);
-- status: ``read_manifest`` + ``experiment_states`` (Slurm querying off) + ``summarize`` + rendering
+- status: ``read_manifest_rows`` + ``experiment_states`` (Slurm querying off) + ``summarize`` + rendering
   the full table to a null console (and the ``--summary`` line alone);
 - collect: first (no cache), unchanged (cache hit), incremental (the running 5 % finish);
 - analyze: ``run_analysis`` (statistics, figures, report), up to ``analyze_max`` experiments.
@@ -176,12 +180,12 @@ def time_status(study: Any) -> dict[str, Any]:
     """Seconds of what ``hpc-unet status`` does (Slurm querying off): read, states, render."""
     from rich.console import Console
 
-    from hpc_unet.manifest import read_manifest
+    from hpc_unet.status.manifest_table import read_manifest_rows
     from hpc_unet.status.render import status_renderable
     from hpc_unet.status.state import experiment_states, summarize
 
     t0 = time.perf_counter()
-    frame = read_manifest(study)
+    frame = read_manifest_rows(study)
     t1 = time.perf_counter()
     rows = experiment_states(study, frame, query_slurm=False)
     summary = summarize(rows, study)
@@ -195,12 +199,64 @@ def time_status(study: Any) -> dict[str, Any]:
             "counts": summary["counts"]}
 
 
-def time_collect(study: Any, n: int, workers: int) -> dict[str, Any]:
-    """First collect (no cache), an unchanged one, and one after the running experiments finish."""
-    from hpc_unet.results.collect import CACHE_NAME, collect
+def _drop_page_cache() -> bool:
+    """Drop the kernel's page cache (needs root); False when this process may not."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+    except OSError:
+        return False
+    return True
 
-    for name in (CACHE_NAME, ".history-cache.parquet"):
-        (study.results_dir / name).unlink(missing_ok=True)
+
+def _command_seconds(args: list[str], cold: bool = False) -> float:
+    """Wall seconds of one ``hpc-unet ARGS`` process as a user starts it; Slurm tools kept off PATH."""
+    import subprocess
+    import sys
+
+    bindir = os.path.dirname(sys.executable)
+    script = os.path.join(bindir, "hpc-unet")
+    cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "hpc_unet.cli"]
+    env = {**os.environ, "PATH": bindir}
+    if cold:
+        _drop_page_cache()
+    t0 = time.perf_counter()
+    subprocess.run([*cmd, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def time_commands(study: Any, repeats: int = 3) -> dict[str, Any]:
+    """Each command as its own process: cold page cache once, then the median of ``repeats`` warm runs.
+    The first collect runs on a study never collected (results/ removed), cold then warm."""
+    import shutil
+    import statistics
+
+    root = str(study.root)
+    cold_ok = _drop_page_cache()
+    out: dict[str, Any] = {"page_cache_dropped": cold_ok, "load_before": os.getloadavg()[0]}
+    for key, args in (("cmd_status_summary", ["status", "--study", root, "--summary"]),
+                      ("cmd_status", ["status", "--study", root])):
+        out[f"{key}_cold_s"] = _command_seconds(args, cold=cold_ok)
+        out[f"{key}_s"] = statistics.median(_command_seconds(args) for _ in range(repeats))
+    shutil.rmtree(study.results_dir, ignore_errors=True)
+    out["cmd_collect_first_cold_s"] = _command_seconds(["collect", "--study", root], cold=cold_ok)
+    shutil.rmtree(study.results_dir, ignore_errors=True)
+    out["cmd_collect_first_s"] = _command_seconds(["collect", "--study", root])
+    out["cmd_collect_unchanged_cold_s"] = _command_seconds(["collect", "--study", root], cold=cold_ok)
+    out["cmd_collect_unchanged_s"] = statistics.median(_command_seconds(["collect", "--study", root])
+                                                       for _ in range(repeats))
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def time_collect(study: Any, n: int, workers: int) -> dict[str, Any]:
+    """First collect (no results, no cache), an unchanged one, and one after the running experiments finish."""
+    import shutil
+
+    from hpc_unet.results.collect import collect
+
+    shutil.rmtree(study.results_dir, ignore_errors=True)
     t0 = time.perf_counter()
     first = collect(study)
     t1 = time.perf_counter()
@@ -226,7 +282,7 @@ def time_analyze(study: Any, n_boot: int) -> dict[str, Any]:
 
 def bench_orchestration(sizes: tuple[int, ...] = (36, 3600), workdir: str | os.PathLike | None = None,
                         workers: int = 0, analyze_max: int = 3600, n_boot: int = 2000,
-                        keep: bool = False) -> dict[str, Any]:
+                        keep: bool = False, commands: bool = True) -> dict[str, Any]:
     """Build each synthetic study and time the login-node commands on it; returns the JSON payload."""
     import shutil
     import tempfile
@@ -245,6 +301,8 @@ def bench_orchestration(sizes: tuple[int, ...] = (36, 3600), workdir: str | os.P
             made = make_synthetic_study(root, n, workers)
             study = Study.at(root)
             row: dict[str, Any] = {"experiments": n, **made}
+            if commands:
+                row.update(time_commands(study))
             row.update(time_status(study))
             row.update(time_collect(study, n, workers))
             after = time_status(study)
@@ -271,10 +329,37 @@ def bench_orchestration(sizes: tuple[int, ...] = (36, 3600), workdir: str | os.P
                 entry[f"{key}_exponent"] = float(np.log(cur[key] / prev[key]) / np.log(k))
         growth.append(entry)
     return {"bench": "orchestration", "machine": machine(), "workdir": str(base), "workers": workers,
-            "targets": {"status_s_at_3600": 1.0, "collect_s_at_3600": 10.0}, "rows": rows, "growth": growth}
+            "targets": TARGETS, "rows": rows, "growth": growth}
+
+
+# Issue 15's goals, as a user times the commands (new process each): experiments -> {column: seconds}
+TARGETS = {3600: {"cmd_status_summary_s": 1.0, "cmd_status_s": 1.0, "cmd_collect_first_cold_s": 10.0,
+                  "cmd_collect_unchanged_s": 1.0},
+           36000: {"cmd_status_summary_s": 3.0, "cmd_collect_unchanged_s": 5.0}}
 
 
 def print_orchestration(payload: dict[str, Any]) -> None:
+    rows = [r for r in payload["rows"] if "cmd_status_s" in r]
+    if rows:
+        cols = ["cmd_status_summary_cold_s", "cmd_status_summary_s", "cmd_status_cold_s", "cmd_status_s",
+                "cmd_collect_first_cold_s", "cmd_collect_first_s", "cmd_collect_unchanged_cold_s",
+                "cmd_collect_unchanged_s"]
+
+        def cell(r: dict[str, Any], col: str) -> str:
+            goal = TARGETS.get(r["experiments"], {}).get(col)
+            return f"{r[col]:.2f}" + (f" ({r[col] / goal:.2f} of goal)" if goal else "")
+
+        print_table(
+            "As a user runs them: one process per command (seconds; Slurm off PATH)",
+            ["experiments", "status --summary cold", "warm", "status cold", "warm", "collect first cold", "warm",
+             "collect unchanged cold", "warm", "load"],
+            [[r["experiments"], *(cell(r, c) for c in cols), f"{r['load_before']:.1f}-{r['load_after']:.1f}"]
+             for r in rows],
+            caption="goals (issue 15): at 3,600 status --summary, status and unchanged collect < 1 s, first "
+                    "collect < 10 s; at 36,000 status --summary < 3 s, unchanged collect < 5 s"
+                    + ("" if all(r["page_cache_dropped"] for r in rows) else
+                       "; page cache NOT dropped (not root): 'cold' columns are warm"),
+        )
     print_table(
         "Orchestration at scale (seconds; Slurm querying off)",
         ["experiments", "generate", "manifest", "status --summary", "status table", "(render table)",

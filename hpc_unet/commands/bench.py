@@ -78,6 +78,8 @@ def _add_orchestration(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of analyze (default 2000)")
     p.add_argument("--workdir", help="where to build the studies (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the synthetic studies")
+    p.add_argument("--no-commands", action="store_true",
+                   help="skip timing each command as its own process (cold and warm page cache)")
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -176,7 +178,8 @@ def _run_orchestration(args: argparse.Namespace) -> dict[str, Any]:
     if bad:
         raise UserError(f"--sizes {bad[0]}: each size must be a positive multiple of 36 (the grid x replicates)")
     payload = bench_orchestration(sizes=tuple(args.sizes), workdir=args.workdir, workers=args.workers,
-                                  analyze_max=args.analyze_max, n_boot=args.bootstrap, keep=args.keep)
+                                  analyze_max=args.analyze_max, n_boot=args.bootstrap, keep=args.keep,
+                                  commands=not args.no_commands)
     print_orchestration(payload)
     return payload
 

@@ -171,102 +171,138 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="start no run that would end after this many seconds, judged by the longest run of its "
                         "kind so far (default 450)")
     p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (testing, tiny sizes)")
+    p.add_argument("--train-task-epochs", type=int, default=0,
+                   help="then time one real `hpc-unet train` task (seed grid, UNet lr 5e-4 batch 16, synthetic EM "
+                        "data) for this many epochs (default 0: skip)")
+    p.add_argument("--train-task-slices", type=int, default=32,
+                   help="synthetic 512x512 slices of that task (4 patches each; default 32)")
+    p.add_argument("--train-task-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="spec override for that task (repeatable; e.g. train.base_filters=4 to test on a CPU)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    start = time.perf_counter()
-    import tensorflow as tf
+NO_GPU_MESSAGE = ("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty): run this on a GPU "
+                  "node (e.g. srun --gres=gpu:1 python -m hpc_unet.bench.gpu_check --out DIR), or pass --allow-cpu "
+                  "with tiny sizes to test the script")
 
-    from hpc_unet.bench.common import machine, print_table
-    from hpc_unet.bench.flops import DEVICE_PEAKS, device_key
-    from hpc_unet.study import atomic_write_json
-    from hpc_unet.train.run import configure_tensorflow, device_name
 
-    configure_tensorflow({"precision": "float32", "seed": cfg.seed})  # memory growth before GPU init
-    tf.get_logger().setLevel("ERROR")  # one retracing warning per new model is expected here
-    gpus = tf.config.list_physical_devices("GPU")
-    device = device_name()
-    payload: dict[str, Any] = {"bench": "gpu_check", "device": device, "machine": machine(),
-                               "tf_version": tf.__version__, "config": vars(cfg), "rows": [], "comparison": [],
-                               "skipped": [], "peaks": DEVICE_PEAKS.get(device_key(device) or "", None)}
-    if not gpus and not cfg.allow_cpu:
-        payload["status"] = "no-gpu"
-        payload["message"] = ("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty): run "
-                              "this on a GPU node (e.g. srun --gres=gpu:1 python -m hpc_unet.bench.gpu_check --out DIR), "
-                              "or pass --allow-cpu with tiny sizes to test the script")
-        atomic_write_json(out_dir / "gpu_check.json", payload)
-        print(f"gpu_check: {payload['message']}", file=sys.stderr)
-        return EXIT_NO_GPU
-    print(f"gpu_check on {device} (TensorFlow {tf.__version__}); writing {out_dir / 'gpu_check.json'}", flush=True)
-    t_data = time.perf_counter()
-    data = make_data(cfg.size, cfg.n_train, cfg.n_val, cfg.seed)
-    payload["data_seconds"] = time.perf_counter() - t_data
+class Runs:
+    """Runs benchmark configurations within the time budget, saving the payload after each one.
 
-    took: dict[tuple[str, bool], float] = {}  # longest fit so far per (precision, jit): predicts the next
+    A run is skipped when the longest run of its kind so far says it would end after ``budget_s``; an XLA
+    compile is assumed to take three times a traced run until one was seen.
+    """
 
-    def expected(precision: str, jit: bool) -> float:
-        if (precision, jit) in took:
-            return took[(precision, jit)]
-        base = max(took.values(), default=0.0)
-        return base * (3.0 if jit else 1.0)  # an XLA compile takes a multiple of a traced run
+    def __init__(self, cfg: argparse.Namespace, payload: dict[str, Any], data: dict[str, Any], device: str,
+                 out_file: Path, start: float) -> None:
+        self.cfg, self.payload, self.data, self.device = cfg, payload, data, device
+        self.out_file, self.start = out_file, start
+        self.took: dict[tuple[str, bool], float] = {}
 
-    def attempt(kind: str, arch: str, batch: int, precision: str, jit: bool, epochs: int) -> dict[str, Any] | None:
-        if time.perf_counter() - start + expected(precision, jit) > cfg.budget_s:
-            payload["skipped"].append({"kind": kind, "architecture": arch, "batch": batch, "precision": precision,
-                                       "jit_compile": jit, "reason": "time budget"})
+    def expected(self, precision: str, jit: bool) -> float:
+        if (precision, jit) in self.took:
+            return self.took[(precision, jit)]
+        return max(self.took.values(), default=0.0) * (3.0 if jit else 1.0)
+
+    def attempt(self, kind: str, arch: str, batch: int, precision: str, jit: bool, epochs: int) -> dict[str, Any] | None:
+        from hpc_unet.study import atomic_write_json
+
+        if time.perf_counter() - self.start + self.expected(precision, jit) > self.cfg.budget_s:
+            self.payload["skipped"].append({"kind": kind, "architecture": arch, "batch": batch, "precision": precision,
+                                            "jit_compile": jit, "reason": "time budget"})
             return None
         t0 = time.perf_counter()
         try:
-            row = run_one(arch, batch, precision, jit, data, cfg, epochs, device)
+            row = run_one(arch, batch, precision, jit, self.data, self.cfg, epochs, self.device)
         except Exception as exc:  # OOM at batch 32, XLA failure: record and go on
             row = {"architecture": arch, "batch": batch, "precision": precision, "jit_compile": jit,
                    "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        took[(precision, jit)] = max(took.get((precision, jit), 0.0), time.perf_counter() - t0)
+        self.took[(precision, jit)] = max(self.took.get((precision, jit), 0.0), time.perf_counter() - t0)
         row["kind"] = kind
-        payload["rows"].append(row)
+        self.payload["rows"].append(row)
         print(json.dumps({k: row.get(k) for k in ("kind", "architecture", "batch", "precision", "jit_compile",
                                                   "warm_epoch_s", "train_images_per_s", "achieved_tflops",
                                                   "fraction_of_peak", "memory_peak_bytes", "error")}), flush=True)
-        atomic_write_json(out_dir / "gpu_check.json", payload)  # partial results survive a kill
+        atomic_write_json(self.out_file, self.payload)  # partial results survive a kill
         return row
 
-    # 1. float32 timing; the run at the comparison batch trains longer and is the comparisons' baseline
+
+def timing_runs(runs: Runs, cfg: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """1. float32 at every batch; the run at the comparison batch trains longer and is its baseline."""
     baseline: dict[str, dict[str, Any]] = {}
     for arch in cfg.architectures:
         for batch in cfg.batches:
             compare = not cfg.no_compare and batch == cfg.compare_batch
-            row = attempt("timing", arch, batch, "float32", False, cfg.compare_epochs if compare else cfg.epochs)
+            row = runs.attempt("timing", arch, batch, "float32", False, cfg.compare_epochs if compare else cfg.epochs)
             if row is not None and compare:
                 baseline[arch] = row
-    # 2. mixed_bfloat16, then 3. jit_compile (slowest to start, least likely to be used) at the comparison batch
-    if not cfg.no_compare:
-        variants = [("mixed_bfloat16", False)] + ([] if cfg.no_jit else [("float32", True)])
-        for precision, jit in variants:
-            for arch in cfg.architectures:
-                if arch not in baseline:
-                    baseline[arch] = attempt("compare", arch, cfg.compare_batch, "float32", False,
-                                             cfg.compare_epochs) or {}
-                row = attempt("compare", arch, cfg.compare_batch, precision, jit, cfg.compare_epochs)
-                base = baseline.get(arch) or {}
-                if row is None or "error" in row or not base or "error" in base:
-                    continue
-                diff = row["best_val_jaccard"] - base["best_val_jaccard"]
-                payload["comparison"].append({
-                    "architecture": arch, "batch": cfg.compare_batch, "variant": f"{precision}{' + jit' if jit else ''}",
-                    "speedup_warm_epoch": base["warm_epoch_s"] / row["warm_epoch_s"],
-                    "float32_best_val_jaccard": base["best_val_jaccard"], "variant_best_val_jaccard": row["best_val_jaccard"],
-                    "jaccard_difference": diff, "within_tolerance": abs(diff) <= cfg.tolerance, "finite": row["finite"],
-                    "train_jaccard_difference": row["final_train_jaccard"] - base["final_train_jaccard"],
-                    "final_loss_float32": base["final_loss"], "final_loss_variant": row["final_loss"],
-                    "first_epoch_s_float32": base["first_epoch_s"], "first_epoch_s_variant": row["first_epoch_s"]})
-    payload["status"] = "ok" if not payload["skipped"] else "partial (time budget)"
-    payload["total_seconds"] = time.perf_counter() - start
-    atomic_write_json(out_dir / "gpu_check.json", payload)
+    return baseline
+
+
+def comparison_runs(runs: Runs, cfg: argparse.Namespace, baseline: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """2. mixed_bfloat16, then 3. jit_compile (slowest to start, least likely used) against float32."""
+    out = []
+    variants = [("mixed_bfloat16", False)] + ([] if cfg.no_jit else [("float32", True)])
+    for precision, jit in variants:
+        for arch in cfg.architectures:
+            if arch not in baseline:
+                baseline[arch] = runs.attempt("compare", arch, cfg.compare_batch, "float32", False,
+                                              cfg.compare_epochs) or {}
+            row = runs.attempt("compare", arch, cfg.compare_batch, precision, jit, cfg.compare_epochs)
+            base = baseline.get(arch) or {}
+            if row is None or "error" in row or not base or "error" in base:
+                continue
+            diff = row["best_val_jaccard"] - base["best_val_jaccard"]
+            out.append({
+                "architecture": arch, "batch": cfg.compare_batch, "variant": f"{precision}{' + jit' if jit else ''}",
+                "speedup_warm_epoch": base["warm_epoch_s"] / row["warm_epoch_s"],
+                "float32_best_val_jaccard": base["best_val_jaccard"], "variant_best_val_jaccard": row["best_val_jaccard"],
+                "jaccard_difference": diff, "within_tolerance": abs(diff) <= cfg.tolerance, "finite": row["finite"],
+                "train_jaccard_difference": row["final_train_jaccard"] - base["final_train_jaccard"],
+                "final_loss_float32": base["final_loss"], "final_loss_variant": row["final_loss"],
+                "first_epoch_s_float32": base["first_epoch_s"], "first_epoch_s_variant": row["first_epoch_s"]})
+    return out
+
+
+def train_task(out_dir: Path, epochs: int, slices: int, extra: list[str] | None = None) -> dict[str, Any]:
+    """One real ``hpc-unet train`` task of the seed grid (UNet, lr 5e-4, batch 16) on synthetic EM data,
+    in a subprocess, end to end: wall time, the shard's phases (start to first epoch, finalize), epoch time,
+    and the checkpoint time the training thread was blocked (progress file)."""
+    import subprocess
+
+    import pandas as pd
+
+    root = out_dir / "train-task"
+    sets = ["data.kind='synthetic'", *[f"data.{k}=''" for k in ("images", "masks", "test_images", "test_masks")],
+            f"data.synth_slices={slices}", "data.synth_height=512",
+            "data.synth_width=512", f"train.epochs={epochs}", "grid.architecture=['UNet']",
+            "grid.learning_rate=[5e-4]", "grid.batch_size=[16]", *(extra or [])]
+    cli = [sys.executable, "-m", "hpc_unet.cli"]
+    spec = Path(__file__).resolve().parents[1] / "manifests" / "seed-grid.toml"
+    made = subprocess.run([*cli, "manifest", "--grid", str(spec), "--study", str(root), "--quiet", "--force",
+                           *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True)
+    if made.returncode != 0:
+        return {"error": f"manifest failed: {made.stderr.strip()[-500:]}"}
+    exp = pd.read_parquet(root / "manifest.parquet")["exp_id"].iloc[0]
+    t0 = time.perf_counter()
+    proc = subprocess.run([*cli, "train", "--study", str(root), "--experiment", exp, "--fresh"],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    shards = sorted((root / "shards").glob(f"{exp}.*.summary.parquet"))
+    if proc.returncode != 0 or not shards:
+        return {"exp_id": exp, "wall_s": wall, "error": (proc.stdout + proc.stderr)[-1000:]}
+    row = pd.read_parquet(shards[-1]).iloc[0]
+    progress = json.loads((root / "runs" / exp / "progress.json").read_text()) \
+        if (root / "runs" / exp / "progress.json").exists() else {}
+    return {"exp_id": exp, "wall_s": wall, "status": row["status"], "device": row.get("device"),
+            "phases": json.loads(row["phase_seconds"]) if row.get("phase_seconds") else {},
+            "epochs_run": int(row["epochs_run"]), "mean_epoch_seconds": float(row["mean_epoch_seconds"]),
+            "last_checkpoint_blocked_s": progress.get("checkpoint_blocked_seconds"),
+            "last_checkpoint_write_s": progress.get("checkpoint_write_seconds")}
+
+
+def print_results(payload: dict[str, Any], cfg: argparse.Namespace, device: str) -> None:
+    from hpc_unet.bench.common import print_table
 
     timing = [r for r in payload["rows"] if r.get("kind") == "timing"]
     print_table(f"gpu_check on {device}: {cfg.size}x{cfg.size} base {cfg.base}, float32, {cfg.n_train} train patches",
@@ -284,9 +320,52 @@ def main(argv: list[str] | None = None) -> int:
                       c["variant_best_val_jaccard"], c["jaccard_difference"], str(c["within_tolerance"]),
                       c["train_jaccard_difference"], c["final_loss_float32"], c["final_loss_variant"]]
                      for c in payload["comparison"]])
+    if payload.get("train_task"):
+        print(f"hpc-unet train task: {json.dumps(payload['train_task'], default=str)}", flush=True)
     if payload["skipped"]:
         print(f"skipped (time budget {cfg.budget_s:g} s): {len(payload['skipped'])} runs", flush=True)
-    print(f"done in {payload['total_seconds']:.0f} s -> {out_dir / 'gpu_check.json'}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / "gpu_check.json"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    start = time.perf_counter()
+    import tensorflow as tf
+
+    from hpc_unet.bench.common import machine
+    from hpc_unet.bench.flops import DEVICE_PEAKS, device_key
+    from hpc_unet.study import atomic_write_json
+    from hpc_unet.train.run import configure_tensorflow, device_name
+
+    configure_tensorflow({"precision": "float32", "seed": cfg.seed})  # memory growth before GPU init
+    tf.get_logger().setLevel("ERROR")  # one retracing warning per new model is expected here
+    device = device_name()
+    payload: dict[str, Any] = {"bench": "gpu_check", "device": device, "machine": machine(),
+                               "tf_version": tf.__version__, "config": vars(cfg), "rows": [], "comparison": [],
+                               "skipped": [], "peaks": DEVICE_PEAKS.get(device_key(device) or "", None)}
+    if not tf.config.list_physical_devices("GPU") and not cfg.allow_cpu:
+        payload.update(status="no-gpu", message=NO_GPU_MESSAGE)
+        atomic_write_json(out_file, payload)
+        print(f"gpu_check: {NO_GPU_MESSAGE}", file=sys.stderr)
+        return EXIT_NO_GPU
+    print(f"gpu_check on {device} (TensorFlow {tf.__version__}); writing {out_file}", flush=True)
+    t_data = time.perf_counter()
+    data = make_data(cfg.size, cfg.n_train, cfg.n_val, cfg.seed)
+    payload["data_seconds"] = time.perf_counter() - t_data
+    runs = Runs(cfg, payload, data, device, out_file, start)
+    baseline = timing_runs(runs, cfg)
+    if not cfg.no_compare:
+        payload["comparison"] = comparison_runs(runs, cfg, baseline)
+    if cfg.train_task_epochs:
+        payload["train_task"] = train_task(out_dir, cfg.train_task_epochs, cfg.train_task_slices, cfg.train_task_set)
+    payload["status"] = "ok" if not payload["skipped"] else "partial (time budget)"
+    payload["total_seconds"] = time.perf_counter() - start
+    atomic_write_json(out_file, payload)
+    print_results(payload, cfg, device)
+    print(f"done in {payload['total_seconds']:.0f} s -> {out_file}", flush=True)
     return 0
 
 

@@ -102,6 +102,10 @@ def run_local(study: Study, planned: list[Planned], executor: str = "local", max
     capacity = 1 if executor == "debug" else max(1, max_parallel)
     n_tasks = len(planned) if executor == "debug" or per_process <= 1 else math.ceil(len(planned) / per_process)
     queue = [planned[i::n_tasks] for i in range(n_tasks)]
+    # what this process will start, in order: status counts it in the ETA while this process lives
+    from hpc_unet import runinfo
+
+    record.options.update(planned=[p.exp_id for items in queue for p in items], pid=os.getpid(), host=runinfo.host())
     running: list[tuple[Any, list[Planned]]] = []
     try:
         while queue or running:

@@ -12,13 +12,17 @@ final evaluation, and for Slurm any requeue wait: ``started_at`` is the attempt'
 stopping. Running experiments finish their remaining time; queued ones then start, in array order, on
 the slots the running ones free: the parallelism is the number of experiments actually running now
 (a throttled array, a busy partition or a local ``--max-parallel`` all show up there). Experiments never
-submitted are not in the estimate. Before any experiment finishes, the overhead is what running ones
+submitted are not in the estimate, except those a live local ``submit`` process is still to start (its
+submission record lists its plan; ``local_plan``): they wait in its queue. Before any experiment finishes, the overhead is what running ones
 have spent so far beyond their epochs, a lower bound; ``basis`` says which was used.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
+import os
+import socket
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,9 +55,26 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def estimate(rows: list[dict[str, Any]], now: float) -> Eta:
+def local_plan(submissions_dir: Any) -> list[str]:
+    """Experiment ids the newest local submission's process will still start, in its order; [] when that
+    process is gone (or on another host) or the newest submission is not local."""
+    try:
+        newest = max(e.path for e in os.scandir(submissions_dir) if e.name.endswith(".json"))
+        with open(newest, "rb") as fh:
+            record = json.loads(fh.read())
+        options = record.get("options", {})
+        if record.get("executor") != "local" or options.get("host") != socket.gethostname():
+            return []
+        os.kill(int(options["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(e) for e in options.get("planned", [])]
+
+
+def estimate(rows: list[dict[str, Any]], now: float, planned: list[str] | None = None) -> Eta:
     """The study's ETA; sets ``row["eta"]`` on running and waiting rows: {"left": seconds} or
-    {"queue": position, "starts_in": seconds, "left": seconds} (None values when unknown)."""
+    {"queue": position, "starts_in": seconds, "left": seconds} (None values when unknown). Rows not
+    submitted but in ``planned`` (a live local submit's plan) wait after the queued ones, in plan order."""
     warm_by_arch: dict[str, list[float]] = {}
     for r in rows:
         if r.get("last_epoch_seconds"):
@@ -61,6 +82,10 @@ def estimate(rows: list[dict[str, Any]], now: float) -> Eta:
     warm_all = _median([v for vs in warm_by_arch.values() for v in vs])
     running = [r for r in rows if r["state"] == "running"]
     waiting = [r for r in rows if r["state"] in WAITING]
+    if planned:
+        order = {e: i for i, e in enumerate(planned)}
+        waiting += sorted((r for r in rows if r["state"] == "pending" and r["exp_id"] in order),
+                          key=lambda r: order[r["exp_id"]])
     if not running and not waiting:
         return Eta(None, 0, "nothing submitted is left")
     if warm_all is None:
@@ -77,13 +102,13 @@ def estimate(rows: list[dict[str, Any]], now: float) -> Eta:
         fractions.append(min(1.0, r["epoch"] / max(1, int(r["epochs"]))))
         if start is not None and end is not None and end > start:
             overheads.append(max(0.0, end - start - r["epoch"] * warm(r)))
-    basis = f"{len(overheads)} finished experiments"
+    basis = f"{len(overheads)} finished runs"
     if not overheads:  # lower bound: what running experiments spent so far beyond their epochs
         for r in running:
             start = _timestamp(r.get("started_at"))
             if start is not None:
                 overheads.append(max(0.0, now - start - (r.get("epoch") or 0) * warm(r)))
-        basis = "running experiments so far (a lower bound until one finishes)"
+        basis = "running ones so far, a lower bound until one finishes"
     overhead = _median(overheads) or 0.0
     fraction = _median(fractions) or 1.0
 
@@ -101,14 +126,14 @@ def estimate(rows: list[dict[str, Any]], now: float) -> Eta:
         slots.append(left)
     if not slots:
         for position, r in enumerate(waiting, 1):
-            r["eta"] = {"queue": position, "starts_in": None, "left": None}
-        return Eta(None, 0, "nothing is running: waiting for the scheduler to start one")
+            r["eta"] = {"queue": position, "starts_in": None, "left": None, "local": r["state"] == "pending"}
+        return Eta(None, 0, "nothing is running yet")
     heapq.heapify(slots)
     end = max(slots)
     for position, r in enumerate(waiting, 1):  # array order: Slurm starts array tasks by index
         start_in = heapq.heappop(slots)
         finish = start_in + overhead + expected_epochs(r) * warm(r)
-        r["eta"] = {"queue": position, "starts_in": start_in, "left": finish}
+        r["eta"] = {"queue": position, "starts_in": start_in, "left": finish, "local": r["state"] == "pending"}
         heapq.heappush(slots, finish)
         end = max(end, finish)
     return Eta(end, len(running), basis)

@@ -45,12 +45,13 @@ def stopped_early(row: dict[str, Any]) -> bool:
 
 
 def state_label(row: dict[str, Any]) -> str:
+    if (row.get("eta") or {}).get("local"):
+        return "queued"  # not yet started by a live local submit, which will start it
     return "stopped early" if stopped_early(row) else STATE_LABEL.get(row["state"], row["state"])
 
 
 def summary_line(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> list[tuple[str, str]]:
-    """The counts as (text, style) pieces: done, running (the parallelism), queued, not submitted,
-    failed, then the ETA of what is submitted."""
+    """The counts as (text, style) pieces: done, running, queued, not submitted, did not complete."""
     counts = summary.get("counts", {})
     early = sum(1 for r in rows if stopped_early(r)) if rows else 0
     done = f"{summary['done']}/{summary['total']} done" + (f" ({early} stopped early)" if early else "")
@@ -58,21 +59,29 @@ def summary_line(summary: dict[str, Any], rows: list[dict[str, Any]] | None = No
              (f"{summary['pending']} not submitted", "dim")]
     if summary["failed"]:
         kinds = [f"{counts[s]} {STATE_LABEL[s]}" for s in ("failed", "oom", "diverged", "lost") if counts.get(s)]
-        parts.append((f"{summary['failed']} did not complete ({', '.join(kinds)})", "red"))
+        parts.append((f"{summary['failed']} not completed ({', '.join(kinds)})", "red"))
     if summary.get("unknown"):
         parts.append((f"{summary['unknown']} unknown", "yellow"))
     if summary.get("restarts"):
         parts.append((f"{summary['restarts']} restarts", ""))
-    if summary.get("eta_seconds") is not None:
-        parts.append((f"ETA {format_seconds(summary['eta_seconds'])} at {summary.get('parallel', 0)} in parallel", "bold"))
-    elif summary["running"] + summary["queued"] + summary.get("unknown", 0):
-        parts.append(("ETA unknown: " + summary.get("eta_basis", ""), "dim"))
     return parts
+
+
+def eta_line(summary: dict[str, Any]) -> tuple[str, str] | None:
+    """When the submitted experiments should be done, and on what that rests; None when none is left."""
+    left = summary["running"] + summary["queued"] + summary.get("unknown", 0)
+    if summary.get("eta_seconds") is not None:
+        return (f"ETA {format_seconds(summary['eta_seconds'])}: {left} submitted left, {summary.get('parallel', 0)} "
+                f"in parallel (start-up and first epoch counted; from {summary.get('eta_basis', '')})", "bold")
+    if left:
+        return ("ETA unknown: " + summary.get("eta_basis", ""), "dim")
+    return None
 
 
 def summary_text(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
     """The summary as plain text (``status --summary`` prints it without loading rich)."""
-    return "  ".join(text for text, _ in summary_line(summary, rows))
+    eta = eta_line(summary)
+    return "  ".join(text for text, _ in summary_line(summary, rows)) + (f"\n{eta[0]}" if eta else "")
 
 
 def _time_left(row: dict[str, Any]) -> str:
@@ -103,6 +112,9 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
         text = Text()
         for i, (piece, style) in enumerate(summary_line(summary, rows)):
             text.append(("  " if i else "") + piece, style=style)
+        eta = eta_line(summary)
+        if eta:
+            text.append("\n" + eta[0], style=eta[1])
         return text
 
     parts: list = [Text(summary["study"], style="bold"), line()]
@@ -124,7 +136,7 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
         parts.append(_table(shown))
     lost = [r["exp_id"] for r in rows if r["state"] == "lost"]
     if lost:
-        parts.append(Text(f"{len(lost)} experiment(s) whose job ended without a result: {', '.join(lost[:8])}"
+        parts.append(Text(f"lost (the job ended, no result): {', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}"
                           " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
     causes = [r for r in rows if r["state"] in ("failed", "oom", "diverged") and r.get("error")]
     for r in causes[:8]:  # the cause each task recorded (e.g. an allocated GPU TensorFlow cannot use)

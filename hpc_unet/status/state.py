@@ -182,13 +182,16 @@ def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     done = counts.get("completed", 0) + counts.get("skipped", 0)
     failed = sum(counts.get(s, 0) for s in ("failed", "oom", "diverged", "lost"))
-    from hpc_unet.status.eta import estimate
+    from hpc_unet.status.eta import estimate, local_plan
 
     running = counts.get("running", 0)
-    eta = estimate(rows, time.time())  # also sets each row's "eta" (seconds left, queue position)
+    planned = local_plan(study.submissions_dir) if counts.get("pending") else []
+    eta = estimate(rows, time.time(), planned)  # also sets each row's "eta" (seconds left, queue position)
+    waiting_locally = sum(1 for r in rows if r["state"] == "pending" and (r.get("eta") or {}).get("local"))
     down = any(r.get("executor") == "slurm" and r.get("state_source") == "none" for r in rows)
     return {"study": str(study.root), "total": len(rows), "done": done, "failed": failed,
-            "running": running, "queued": counts.get("queued", 0), "pending": counts.get("pending", 0),
+            "running": running, "queued": counts.get("queued", 0) + waiting_locally,
+            "pending": counts.get("pending", 0) - waiting_locally,
             "unknown": counts.get("unknown", 0), "restarts": sum(int(r.get("restarts") or 0) for r in rows),
             "counts": counts, "eta_seconds": eta.seconds, "parallel": eta.parallel, "eta_basis": eta.basis,
             "note": SCHEDULER_DOWN if down else ""}

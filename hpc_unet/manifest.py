@@ -78,8 +78,29 @@ def write_manifest(study: Study, frame: pd.DataFrame) -> None:
     atomic_write(study.manifest_file, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+# Settings added after a study's manifest was written take the value that reproduces what the study did
+# before the setting existed: the spec default, except where the default changed behaviour (a manifest
+# without `data_normalize` was scaled by its dtype's range).
+LEGACY_VALUES: dict[str, Any] = {"data_normalize": "dtype"}
+
+
+def added_setting_values(present: Any) -> dict[str, Any]:
+    """Values for the setting columns a manifest lacks because they were added to the spec later."""
+    out: dict[str, Any] = {}
+    for key, (default, _ok, _meaning) in TRAIN_PARAMS.items():
+        if key not in present:
+            out[key] = LEGACY_VALUES.get(key, default)
+    for key, (default, _ok, _meaning) in DATA_PARAMS.items():
+        if f"data_{key}" not in present:
+            out[f"data_{key}"] = LEGACY_VALUES.get(f"data_{key}", default)
+    return out
+
+
 def validate_manifest(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
-    """Check a manifest read from disk (it may have been edited by hand)."""
+    """Check a manifest read from disk (it may have been edited by hand, or predate a setting)."""
+    added = added_setting_values(frame.columns)
+    if added:
+        frame = frame.assign(**{k: [v] * len(frame) for k, v in added.items()})
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{source} lacks columns {missing}; regenerate it with `hpc-unet manifest --force`")

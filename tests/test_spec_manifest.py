@@ -143,3 +143,27 @@ def test_other_schema_version_refused(tmp_path, smoke_spec, capsys):
     (study / "study.json").write_text(json.dumps(meta))
     assert cli("status", "--study", study) == 2
     assert "schema version 99" in capsys.readouterr().err
+
+
+def test_a_manifest_written_before_newer_settings_still_reads(tmp_path, capsys):
+    """A study made by an older version lacks the columns of settings added since: they take the value
+    that reproduces what it did (dtype scaling), and status, get_row and submit --dry-run still work."""
+    import pandas as pd
+
+    from hpc_unet.manifest import get_row
+    from hpc_unet.study import Study
+
+    root = tmp_path / "old"
+    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet") == 0
+    study = Study.at(root)
+    frame = pd.read_parquet(study.manifest_file)
+    dropped = [c for c in ("device", "augment", "tensorboard", "data_normalize", "data_mask", "data_split")
+               if c in frame.columns]
+    assert dropped
+    frame.drop(columns=dropped).to_parquet(study.manifest_file, index=False)
+    row = get_row(study, frame["exp_id"].iloc[0])
+    assert row.get("data_normalize", "dtype") == "dtype"
+    assert all(c in row for c in dropped)
+    capsys.readouterr()
+    assert cli("status", "--study", root) == 0
+    assert "lacks columns" not in capsys.readouterr().err

@@ -38,7 +38,12 @@ def read_manifest_rows(study: Study, columns: tuple[str, ...] = STATUS_COLUMNS) 
 
 def check_manifest_columns(data: dict[str, list[Any]], source: str) -> None:
     """``validate_manifest`` on columns (name -> values): columns present, unique ids, indices in order,
-    every train setting valid (the first bad row is named, as the row-by-row check would)."""
+    every train setting valid (the first bad row is named, as the row-by-row check would).
+    Settings added to the spec after the manifest was written are filled in, as ``validate_manifest`` does."""
+    from hpc_unet.manifest import added_setting_values
+
+    n = len(data.get("exp_id", []))
+    data.update({k: [v] * n for k, v in added_setting_values(data).items()})
     missing = [c for c in COLUMNS if c not in data]
     if missing:
         raise UserError(f"{source} lacks columns {missing}; regenerate it with `hpc-unet manifest --force`")

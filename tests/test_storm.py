@@ -325,6 +325,8 @@ def test_preemption_storm(storm: Storm, tmp_path: Path) -> None:
     cancelled = s.cancel_pending(first, "event 2")
     rows = s.status("after event 2 (holes in the pending range)")
     assert all(rows[e]["state"] == "lost" for e in cancelled), {e: rows[e]["state"] for e in cancelled}
+    shown = ok(hpc("status", "--study", s.root, "--summary")).strip().splitlines()
+    s.status_lines += [f"rendered `status --summary`: {line.strip()}" for line in shown[1:] if line.strip()]
     s.submit(set(cancelled))
     s.requeue("event 3")
     killed = {s.kill("event 4")}

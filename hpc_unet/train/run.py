@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -266,33 +267,25 @@ class _Phases(dict):
         self._t = now
 
 
-def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: list[dict[str, Any]],
-           state: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    phases = _Phases()
-    state["phase_seconds"] = phases
-    _select_device(row, study)
-    configure_tensorflow(row)
+@dataclass
+class _Parts:
+    """The compiled model of a run and the callbacks whose state its checkpoints carry."""
+
+    builder: Any
+    model: Any
+    optimizer: Any
+    early: Any
+    plateau: Any
+    callbacks: list[Any]
+
+
+def _build(row: dict[str, Any], study: Study, data: Any, state: dict[str, Any]) -> _Parts:
     import keras
-    import numpy as np
 
-    from hpc_unet.data import prepare_for_row
     from hpc_unet.models import build_model
-    from hpc_unet.train.callbacks import (
-        EpochRecorder,
-        ResumableEarlyStopping,
-        ResumableReduceLROnPlateau,
-        snapshot_variables,
-    )
+    from hpc_unet.train.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau
     from hpc_unet.train.losses import get_loss
-    from hpc_unet.train.metrics import make_metrics, patch_overlaps
-    from hpc_unet.train.pipeline import eval_dataset, steps_per_epoch, train_dataset
-
-    exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
-    ckpt_dir = study.run_dir(exp_id) / "checkpoint"
-    phases.mark("import")
-    data = prepare_for_row(row, study)
-    phases.mark("data")
-    state["data_provenance"] = data.provenance
+    from hpc_unet.train.metrics import make_metrics
 
     def builder() -> keras.Model:
         return build_model(row["architecture"], input_shape=tuple(data.train_x.shape[1:]),
@@ -328,23 +321,34 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     if row.get("tensorboard"):
         from hpc_unet.train.logs import tensorboard_callback
 
-        callbacks.append(tensorboard_callback(study.run_dir(exp_id)))
+        callbacks.append(tensorboard_callback(study.run_dir(row["exp_id"])))
+    return _Parts(builder, model, optimizer, early, plateau, callbacks)
 
-    phases.mark("build")
-    start, finished, resumed_from = 0, False, 0
-    bundle = load_latest(ckpt_dir)
+
+def _restore(parts: _Parts, bundle: Bundle | None, history: list[dict[str, Any]], state: dict[str, Any]) -> tuple[int, bool]:
+    """Continue from ``bundle``: variables, callback state, history; return (epochs done, finished)."""
+    start, finished = 0, False
     if bundle is not None:
-        restore_variables(model, optimizer, bundle)
-        early.set_state(bundle.state["early_stopping"], bundle.best)
-        if plateau is not None:
-            plateau.set_state(bundle.state["reduce_lr"])
+        restore_variables(parts.model, parts.optimizer, bundle)
+        parts.early.set_state(bundle.state["early_stopping"], bundle.best)
+        if parts.plateau is not None:
+            parts.plateau.set_state(bundle.state["reduce_lr"])
         history.extend(bundle.state["history"])
-        start, finished, resumed_from = bundle.epoch, bool(bundle.state["finished"]), bundle.epoch
-    state["resumed_from_epoch"] = resumed_from
+        start, finished = bundle.epoch, bool(bundle.state["finished"])
+    state["resumed_from_epoch"] = start
     state["resumed_from_attempt"] = bundle.state.get("attempt_id", "") if bundle is not None else ""
-    phases.mark("restore")
+    return start, finished
 
-    writer = CheckpointWriter(ckpt_dir)
+
+def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, parts: _Parts,
+         history: list[dict[str, Any]], start: int, progress: Progress, phases: _Phases) -> None:
+    """Train epochs ``start..epochs-1``; each epoch end hands a snapshot bundle to the background writer."""
+    from hpc_unet.train.callbacks import EpochRecorder, snapshot_variables
+    from hpc_unet.train.pipeline import eval_dataset, steps_per_epoch, train_dataset
+
+    exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
+    model, optimizer, early, plateau = parts.model, parts.optimizer, parts.early, parts.plateau
+    writer = CheckpointWriter(study.run_dir(exp_id) / "checkpoint")
     last_best: list[Any] = [None]
 
     def on_epoch_done(epoch: int, done: bool) -> None:
@@ -369,28 +373,35 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
         fault_point("epoch-end")
 
     recorder = EpochRecorder(history, on_epoch_done)
-    val_ds = eval_dataset(data.val_x, data.val_y, batch)
-    if not finished and start < epochs:
-        progress.update(state="running", epoch=start)
-        try:
-            model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start,
-                                    augment=row.get("augment", "none")),
-                      validation_data=val_ds, epochs=epochs, initial_epoch=start,
-                      steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
-                      callbacks=[*callbacks, recorder], verbose=0, shuffle=False)
-        except BaseException:
-            writer.close(raise_error=False)  # the bundle in flight is published (or not) before we leave
-            raise
-        writer.close()
-        if recorder.diverged is not None:
-            raise recorder.diverged
-        best_weights = early.best_weights
-    else:
-        best_weights = bundle.best if bundle is not None else None
-    phases.mark("train")
+    progress.update(state="running", epoch=start)
+    try:
+        model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start,
+                                augment=row.get("augment", "none")),
+                  validation_data=eval_dataset(data.val_x, data.val_y, batch), epochs=epochs, initial_epoch=start,
+                  steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
+                  callbacks=[*parts.callbacks, recorder], verbose=0, shuffle=False)
+    except BaseException:
+        writer.close(raise_error=False)  # the bundle in flight is published (or not) before we leave
+        raise
+    writer.close()
+    if recorder.diverged is not None:
+        raise recorder.diverged
+
+
+def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, parts: _Parts,
+              history: list[dict[str, Any]], state: dict[str, Any], best_weights: Any, progress: Progress,
+              phases: _Phases) -> dict[str, Any]:
+    """Best weights -> validation overlaps, examples, test scores, best.keras; then the shard (commit point)."""
+    import numpy as np
+
+    from hpc_unet.predict.metadata import model_metadata
+    from hpc_unet.train.metrics import patch_overlaps
+    from hpc_unet.train.pipeline import eval_dataset
+
+    exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
+    model = parts.model
     if best_weights is not None:
         model.set_weights(best_weights)
-
     val_pred = _predict(model, data.val_x, batch)
     inter, union = patch_overlaps(np.asarray(data.val_y), val_pred)
     examples = study.run_dir(exp_id) / EXAMPLES_FILE
@@ -401,9 +412,7 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
         scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
         test = {"test_jaccard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
                 "test_dice": float(scores["dice"])}
-    from hpc_unet.predict.metadata import model_metadata
-
-    model_bytes = _save_model(builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras",
+    model_bytes = _save_model(parts.builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras",
                               model_metadata(row, data.provenance, data.train_x.shape[1], data.train_x.shape[-1]))
     phases.mark("finalize")
     summary = {**base, **state, **summarize_history(history, epochs), **test, "status": "completed",
@@ -416,5 +425,33 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     progress.update(state="completed", epoch=len(history), best_val_jaccard=summary["best_val_jaccard"],
                     finished_at=time.time(), learned=summary["learned"])
     fault_point("after-shard")
-    clear(ckpt_dir)
+    clear(study.run_dir(exp_id) / "checkpoint")
     return summary
+
+
+def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: list[dict[str, Any]],
+           state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Device check, data, model, restore, fit, finalize; ``history`` and ``state`` stay readable to the
+    caller, which writes the failure shard when this raises."""
+    phases = _Phases()
+    state["phase_seconds"] = phases
+    _select_device(row, study)
+    configure_tensorflow(row)
+    from hpc_unet.data import prepare_for_row
+
+    phases.mark("import")
+    data = prepare_for_row(row, study)
+    phases.mark("data")
+    state["data_provenance"] = data.provenance
+    parts = _build(row, study, data, state)
+    phases.mark("build")
+    bundle = load_latest(study.run_dir(row["exp_id"]) / "checkpoint")
+    start, finished = _restore(parts, bundle, history, state)
+    phases.mark("restore")
+    if not finished and start < int(row["epochs"]):
+        _fit(row, study, base, data, parts, history, start, progress, phases)
+        best_weights = parts.early.best_weights
+    else:
+        best_weights = bundle.best if bundle is not None else None
+    phases.mark("train")
+    return _finalize(row, study, base, data, parts, history, state, best_weights, progress, phases)

@@ -83,9 +83,9 @@ def list_gpus_with_messages() -> tuple[list[Any], str]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-        capture.seek(0)
-        text = capture.read().decode("utf-8", errors="replace")
-    sys.stderr.write(text)  # the task log keeps them
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            sys.stderr.write(text)  # the task log keeps them, also when the import itself failed
     return gpus, text
 
 

@@ -31,12 +31,13 @@ def make_study(root: Path) -> Path:
 
 
 def make_random_study(root: Path, architecture: str) -> Path:
-    """Dropout and batch norm on, tiny: 4 slices of 32x32 patches (7 steps per epoch), base 4, 3 epochs."""
+    """Dropout, batch norm and d4 augmentation on, tiny: 4 slices of 32x32 patches (7 steps per epoch),
+    base 4, 3 epochs."""
     assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
                "--set", "grid.learning_rate=[1e-3]", "--set", "grid.batch_size=[8]",
                "--set", f"grid.architecture=['{architecture}']", "--set", "train.epochs=3",
                "--set", "train.dropout=0.2", "--set", "train.batch_norm=true", "--set", "train.base_filters=4",
-               "--set", "data.synth_slices=4") == 0
+               "--set", "train.augment='d4'", "--set", "data.synth_slices=4") == 0
     return root
 
 
@@ -99,7 +100,7 @@ def test_reference_run_exercises_the_callbacks(reference):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["UNet", "Attention_UNet", "Attention_ResUNet"])
-def test_dropout_and_batch_norm_resume_exactly(tmp_path, architecture):
+def test_dropout_batch_norm_augment_resume_exactly(tmp_path, architecture):
     """Killed in epoch 2 (step 3 of 7), then killed again while the background writer writes the epoch-3
     bundle (it falls back to epoch 2): the result still equals the uninterrupted run, bit for bit."""
     ref_root = make_random_study(tmp_path / "ref", architecture)

@@ -185,8 +185,8 @@ def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
     from hpc_unet.status.eta import estimate, local_plan
 
     running = counts.get("running", 0)
-    planned = local_plan(study.submissions_dir) if counts.get("pending") else []
-    eta = estimate(rows, time.time(), planned)  # also sets each row's "eta" (seconds left, queue position)
+    planned, capacity = local_plan(study.submissions_dir) if counts.get("pending") or counts.get("queued") else ([], 0)
+    eta = estimate(rows, time.time(), planned, capacity)  # also sets each row's "eta" (left, queue position)
     waiting_locally = sum(1 for r in rows if r["state"] == "pending" and (r.get("eta") or {}).get("local"))
     down = any(r.get("executor") == "slurm" and r.get("state_source") == "none" for r in rows)
     return {"study": str(study.root), "total": len(rows), "done": done, "failed": failed,

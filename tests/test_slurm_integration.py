@@ -199,7 +199,8 @@ def test_preemption_sends_usr2_checkpoints_and_requeues(slurm_cluster: dict, tmp
     assert "Caught signal SIGUSR2" in log and "this job is preempted" in log
     assert "Requeued job" in log
     urgent_state = wait_states([urgent.stdout.strip()], all_in("COMPLETED"), what="urgent job")
-    assert urgent_state
+    (urgent_task,) = urgent_state.values()
+    assert urgent_task.node and (urgent_task.elapsed_seconds or 0) >= 1  # it ran its `sleep 1` on the node
     print(f"preemption round trip: {time.monotonic() - t0:.1f} s")
 
 

@@ -47,7 +47,3 @@ def job_id() -> str:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID", "")
-
-
-def restart_count() -> int:
-    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)

@@ -151,10 +151,6 @@ def verify_entry(cache_dir: Path, key: str) -> list[str]:
     return [name for name, meta in index["arrays"].items() if _hash_file(entry / meta["file"]) != meta["sha256"]]
 
 
-def remove_entry(cache_dir: Path, key: str) -> None:
-    shutil.rmtree(entry_dir(cache_dir, key), ignore_errors=True)
-
-
 def lookup(cache_dir: Path, stat_key: str) -> str | None:
     try:
         return str(json.loads((Path(cache_dir) / "lookup" / f"{stat_key}.json").read_text())["key"])

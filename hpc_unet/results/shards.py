@@ -180,9 +180,11 @@ def shard_index(study: Study) -> dict[str, list[tuple[int, str, str]]]:
 
 def completed_experiments(study: Study) -> dict[str, str]:
     """exp_id -> the status that counts: any completed attempt wins, else the newest attempt's status."""
-    return {exp: max(items, key=_rank)[2] for exp, items in shard_index(study).items()}
+    return {exp: max(items, key=attempt_rank)[2] for exp, items in shard_index(study).items()}
 
 
-def _rank(item: tuple[int, str, str]) -> tuple[int, int, str]:
+def attempt_rank(item: tuple[int, str, str]) -> tuple[int, int, str]:
+    """Sort key of a shard_index item: the attempt that counts has the largest key (any completed
+    attempt, then the newest); status and collect use it so they agree on the choice."""
     attempt, attempt_id, status = item
     return (1 if status == "completed" else 0, attempt, attempt_id)

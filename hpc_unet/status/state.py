@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpc_unet.dispatch.lease import judge, read_lease, stale_seconds
 from hpc_unet.dispatch.records import latest_tasks
-from hpc_unet.results.shards import _rank as _status_rank  # the same choice as completed_experiments
-from hpc_unet.results.shards import shard_index
+from hpc_unet.results.shards import attempt_rank, shard_index
 from hpc_unet.status import precedence
 from hpc_unet.status.precedence import Evidence
 from hpc_unet.study import Study, read_json
@@ -115,7 +114,7 @@ def progress_fresh(prog: dict[str, Any], now: float) -> bool:
 def evidence(shard_items: list[tuple[int, str, str]] | None, task: dict[str, Any], sched: Any,
              prog: dict[str, Any], lease: dict[str, Any] | None, now: float) -> Evidence:
     """Everything precedence needs about one experiment, from the reads status already made."""
-    shard = max(shard_items, key=_status_rank)[2] if shard_items else None
+    shard = max(shard_items, key=attempt_rank)[2] if shard_items else None
     shard_attempt = max(a for a, _, _ in shard_items) if shard_items else 0
     view = judge(lease, now)
     return Evidence(shard=shard, shard_attempt=shard_attempt, task_attempt=int(task.get("attempt", 0) or 0),
@@ -157,7 +156,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] |
         task = tasks.get(exp_id, {})
         sched = scheduler.get(task.get("job_id", "")) if task else None
         items = index.get(exp_id)
-        done = bool(items) and max(items, key=_status_rank)[2] in precedence.DONE
+        done = bool(items) and max(items, key=attempt_rank)[2] in precedence.DONE
         lease = None if done else read_lease(study.run_dir(exp_id))  # a result outranks any lease
         ev = evidence(items, task, sched, prog, lease, now)
         state = precedence.decide(ev)

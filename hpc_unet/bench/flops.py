@@ -24,7 +24,7 @@ PROTOCOL = {"train_patches": 1780, "val_patches": 198, "epochs": 30, "runs_per_a
 # sparsity on its datasheets (marked *); the dense figure is half of it.
 DEVICE_PEAKS: dict[str, dict[str, Any]] = {
     "A40": {"fp32": 37.4, "tf32": 74.8, "bf16": 149.7, "memory_gb": 48, "bandwidth_gbs": 696,
-            "source": "NVIDIA A40 datasheet (design.md section 6): FP32 37.4, TF32 74.8, BF16 149.7 dense"},
+            "source": "NVIDIA A40 datasheet: FP32 37.4, TF32 74.8, BF16 149.7 dense"},
     "H100 SXM": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "memory_gb": 80, "bandwidth_gbs": 3350,
                  "source": "NVIDIA H100 datasheet, H100 SXM: FP32 67, TF32 989*, BF16 1,979* TFLOPS "
                            "(* with sparsity; dense = half); 66.9/494.7/989.4 from the Hopper whitepaper"},
@@ -177,7 +177,9 @@ def bench_flops(size: int = 256, base: int = 64, depth: int = 4, device: str = "
         "architectures": [{"architecture": c.architecture, "params": c.params, "forward_macs": c.forward_macs,
                            "forward_gmacs": c.forward_macs / 1e9, "train_gflops_per_image": c.train_flops / 1e9}
                           for c in costs],
-        "design_reference_gmacs_256_base64": {"UNet": 55.6, "Attention_UNet": 57.5, "Attention_ResUNet": 61.3},
+        # an earlier hand count; its attention figures leave out the gates' Conv2DTranspose and strided
+        # theta (docs/bench.md, section 3)
+        "hand_estimate_gmacs_256_base64": {"UNet": 55.6, "Attention_UNet": 57.5, "Attention_ResUNet": 61.3},
         "device_peaks_tflops_dense": DEVICE_PEAKS,
         "projection": grid_projection(costs, device, precision) if (size, base, depth) == (256, 64, 4) else None,
         "achieved": [],
@@ -198,11 +200,11 @@ def measurements_from(payload: dict[str, Any]) -> tuple[list[dict[str, Any]], st
 
 def print_flops(payload: dict[str, Any]) -> None:
     cfg = payload["config"]
-    ref = payload["design_reference_gmacs_256_base64"] if (cfg["size"], cfg["base"], cfg["depth"]) == (256, 64, 4) else {}
+    ref = payload["hand_estimate_gmacs_256_base64"] if (cfg["size"], cfg["base"], cfg["depth"]) == (256, 64, 4) else {}
     print_table(
         f"FLOPs per {cfg['size']}x{cfg['size']}x1 image, base {cfg['base']}, depth {cfg['depth']} "
         f"(conv MACs; training = {cfg['train_factor']:g} x forward)",
-        ["architecture", "params (M)", "forward GMACs", "design GMACs", "train GFLOP/image"],
+        ["architecture", "params (M)", "forward GMACs", "hand estimate", "train GFLOP/image"],
         [[a["architecture"], a["params"] / 1e6, a["forward_gmacs"], ref.get(a["architecture"]),
           a["train_gflops_per_image"]] for a in payload["architectures"]],
     )

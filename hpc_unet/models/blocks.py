@@ -1,4 +1,4 @@
-"""Building blocks shared by the three U-Nets (design §3, after bnsreenu's ``224_225_226_models.py``).
+"""Building blocks shared by the three U-Nets (docs/models.md, after bnsreenu's ``224_225_226_models.py``).
 
 Only stock Keras layers are used, so a saved ``.keras`` file loads with ``safe_mode=True`` and no
 ``custom_objects`` -- even in a process that never imported hpc_unet. The reference broadcast its

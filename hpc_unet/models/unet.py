@@ -1,4 +1,4 @@
-"""Plain U-Net, plus the encoder-decoder skeleton the attention variants share (design §3)."""
+"""Plain U-Net, plus the encoder-decoder skeleton the attention variants share (docs/models.md)."""
 
 from __future__ import annotations
 

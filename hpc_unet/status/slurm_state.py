@@ -1,6 +1,6 @@
 """What Slurm says about array tasks: sacct when accounting answers, squeue when it does not.
 
-submitit reads job state only from sacct and has no fallback (design §5), so a cluster whose slurmdbd is
+submitit (1.5) reads job state only from sacct and has no fallback, so a cluster whose slurmdbd is
 down or disabled would leave status blind. Here every query has a timeout; sacct is asked first (it keeps
 finished jobs); the ids it does not know or reports as live are asked of squeue, because sacct lags the
 controller; a job that squeue answered for and no longer lists is reported as FINISHED (it left the queue;

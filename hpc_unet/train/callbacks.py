@@ -2,8 +2,9 @@
 
 Keras resets EarlyStopping and ReduceLROnPlateau in ``on_train_begin``; after a resume they must
 continue with the wait counters, best values and best weights of the interrupted run, or the run stops
-at a different epoch with different weights (design §4). The subclasses take a pending state and
-apply it right after Keras's reset.
+at a different epoch with different weights (seen with Keras' BackupAndRestore, which restores only
+weights, optimizer and epoch). The subclasses take a pending state and apply it right after Keras's
+reset.
 """
 
 from __future__ import annotations

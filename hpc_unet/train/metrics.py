@@ -1,9 +1,9 @@
 """Segmentation metrics that pool intersection and union over a whole epoch or evaluation.
 
 Why stateful: the original ``jacard_coef`` was a function metric, which Keras averages per batch, so
-``val_jacard_coef`` changed with the batch size (8/16/32) that the study varies (design §3). These
-metrics add up sum(t*p), sum(t) and sum(p) over every batch and form the ratio once in ``result()``,
-so the value is the same whatever the batch size.
+``val_jacard_coef`` changed with the batch size (8/16/32) that the study varies (validation runs at the
+training batch size). These metrics add up sum(t*p), sum(t) and sum(p) over every batch and form the
+ratio once in ``result()``, so the value is the same whatever the batch size.
 
 Precision: each update casts y_true / y_pred to float64 before summing and accumulates in float64
 variables. A 256x256 validation set of ~200 patches has ~1.3e7 pixels, close to float32's 2**24

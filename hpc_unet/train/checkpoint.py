@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,11 @@ class CheckpointWriter:
     during a write leaves only a temporary directory: the previous bundle stays the newest.
     """
 
-    def __init__(self, directory: Path, background: bool = True) -> None:
+    def __init__(self, directory: Path, background: bool = True,
+                 on_published: Callable[[int], None] | None = None) -> None:
         self.directory = directory
         self.background = background
+        self.on_published = on_published  # called on the writing thread once a bundle is in place
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.last_write_seconds = 0.0
@@ -172,6 +175,8 @@ class CheckpointWriter:
         t0 = time.perf_counter()
         try:
             save_bundle(self.directory, bundle)
+            if self.on_published is not None:
+                self.on_published(bundle.epoch)
         except BaseException as exc:  # handed to the training thread by wait()
             self._error = exc
         self.last_write_seconds = time.perf_counter() - t0

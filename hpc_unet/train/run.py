@@ -348,7 +348,8 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
 
     exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
     model, optimizer, early, plateau = parts.model, parts.optimizer, parts.early, parts.plateau
-    writer = CheckpointWriter(study.run_dir(exp_id) / "checkpoint")
+    # the "epoch-end" fault point fires once the epoch's bundle is in place, as when bundles were synchronous
+    writer = CheckpointWriter(study.run_dir(exp_id) / "checkpoint", on_published=lambda _: fault_point("epoch-end"))
     last_best: list[Any] = [None]
 
     def on_epoch_done(epoch: int, done: bool) -> None:
@@ -370,7 +371,6 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
         write_history_csv(study.run_dir(exp_id), history)
         if "first_epoch" not in phases:
             phases.mark("first_epoch")
-        fault_point("epoch-end")
 
     recorder = EpochRecorder(history, on_epoch_done)
     progress.update(state="running", epoch=start)

@@ -140,6 +140,10 @@ def run_local(study: Study, planned: list[Planned], executor: str = "local", max
             if executor != "debug":
                 job.cancel(check=False)
         raise
+    finally:
+        if record.options.get("planned"):
+            record.options["planned"] = []  # this process starts nothing more (status stops counting them)
+            record.save(study)
     return record
 
 

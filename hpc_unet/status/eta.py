@@ -66,7 +66,8 @@ def local_plan(submissions_dir: Any) -> tuple[list[str], int]:
         if record.get("executor") != "local" or options.get("host") != socket.gethostname():
             return [], 0
         os.kill(int(options["pid"]), 0)
-        return [str(e) for e in options.get("planned", [])], int(options.get("max_parallel") or 0)
+        planned = [str(e) for e in options.get("planned", [])]
+        return planned, int(options.get("max_parallel") or 0) if planned else 0
     except (OSError, ValueError, KeyError, TypeError):
         return [], 0
 

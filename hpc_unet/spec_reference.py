@@ -113,7 +113,6 @@ ENV_MEANINGS: dict[str, str] = {
     "SLURM_JOB_ID": "set by Slurm: the job id recorded in results and leases",
     "SLURM_ARRAY_JOB_ID": "set by Slurm: the array's job id (job ids are recorded as ARRAY_TASK)",
     "SLURM_ARRAY_TASK_ID": "set by Slurm: the array task index",
-    "SLURM_RESTART_COUNT": "set by Slurm: times the job was requeued",
     "SUBMITIT_JOB_ID": "set by submitit for local tasks: the job id when there is no Slurm job",
 }
 

@@ -75,14 +75,9 @@ def _draw_disc(img: np.ndarray, rng: np.random.Generator, cy: float, cx: float, 
         sub[:] = sub * (1 - band) + ring * band
 
 
-def render_stack(slices: int, height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8) and masks (uint8, 0/255) of shape (slices, height, width), deterministic for ``seed``."""
-    rng = np.random.default_rng([SYNTH_VERSION, seed])
-    h, w = height, width
-    scale = float(np.clip(np.sqrt(h * w) / 512.0, 0.5, 2.5))  # object sizes grow gently with the image
-    yy_full, xx_full = np.mgrid[0:h, 0:w].astype(np.float32)
-
-    # Mitochondria as 3-D tubes: each has a z centre and z radius; its cross-section shrinks towards its ends.
+def _plan_mitochondria(rng: np.random.Generator, slices: int, h: int, w: int, scale: float) -> list[dict]:
+    """Mitochondria as 3-D tubes: each has a z centre and z radius; its cross-section shrinks towards its
+    ends. Their count aims at TARGET_FRACTION of the stack's pixels."""
     r_lo, r_hi = 4.0 * scale, 7.5 * scale
     mean_radius = (r_lo + r_hi) / 2
     mean_area = np.pi * mean_radius**2 + 4 * mean_radius * (1.4 * mean_radius)
@@ -104,10 +99,74 @@ def render_stack(slices: int, height: int, width: int, seed: int) -> tuple[np.nd
             "cristae_tilt": rng.normal(0, 0.25),
             "phase": rng.uniform(0, 2 * np.pi),
         })
-    # Cell membranes: boundaries of a Voronoi partition whose seeds drift slowly through the stack.
+    return mito
+
+
+def _darken_membranes(img: np.ndarray, seeds: np.ndarray, yy: np.ndarray, xx: np.ndarray,
+                      scale: float) -> np.ndarray:
+    """Cell membranes: the boundaries of the Voronoi partition of ``seeds``, darkened."""
+    dist = np.sqrt((yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2)
+    two = np.partition(dist, 1, axis=0)[:2]
+    gap = (two[1] - two[0]) / 2  # distance to the nearest cell boundary
+    band = np.clip(1.0 - gap / (1.2 * scale + 0.5), 0.0, 1.0)
+    return img * (1 - 0.55 * band)
+
+
+def _draw_distractors(img: np.ndarray, rng: np.random.Generator, scale: float) -> None:
+    """Not in the mask: dark blobs without a membrane, vesicles, dense granules."""
+    h, w = img.shape
+    area_units = h * w / (64.0 * scale) ** 2
+    for _ in range(rng.poisson(0.5 * area_units)):
+        _draw_disc(img, rng, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(3.0, 7.0) * scale,
+                   value=rng.uniform(0.38, 0.5))
+    for _ in range(rng.poisson(2.0 * area_units)):
+        _draw_disc(img, rng, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1.5, 3.5) * scale,
+                   value=0.72, ring=0.3, ring_width=max(1.0, 0.8 * scale))
+    for _ in range(rng.poisson(2.0 * area_units)):
+        _draw_disc(img, rng, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.8, 1.8) * scale, value=0.22)
+
+
+def _draw_mitochondrion(img: np.ndarray, mask: np.ndarray, m: dict, z: int, texture: np.ndarray,
+                        yy: np.ndarray, xx: np.ndarray, membrane: float) -> None:
+    """Slice ``z`` of one tube: striped interior (cristae) inside a dark membrane ring; adds it to ``mask``."""
+    t = (z - m["zc"]) / m["zr"]
+    if abs(t) >= 1:
+        return
+    f = np.sqrt(1 - t * t)
+    radius, half_len = m["radius"] * f, m["half_len"] * np.sqrt(f)
+    if radius < 1.5:
+        return
+    cy, cx = m["cy"] + z * m["drift"][0], m["cx"] + z * m["drift"][1]
+    box = _bbox(cy, cx, radius + half_len + 2, *img.shape)
+    if box is None:
+        return
+    d, u = _capsule_distance(yy[box], xx[box], cy, cx, m["angle"], half_len, radius)
+    inside = np.clip(0.5 - d, 0.0, 1.0)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (u + m["cristae_tilt"] * d) / m["cristae_period"] + m["phase"])
+    interior = m["tone"] - 0.12 * stripes ** 3 + 0.03 * texture[box]
+    ring = np.clip(1.0 - np.abs(d + membrane / 2) / (membrane / 2 + 0.5), 0.0, 1.0)
+    sub = img[box]
+    sub[:] = sub * (1 - inside) + interior * inside
+    sub[:] = sub * (1 - ring) + 0.17 * ring
+    mask[box] |= d <= 0
+
+
+def render_stack(slices: int, height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8) and masks (uint8, 0/255) of shape (slices, height, width), deterministic for ``seed``.
+
+    The random draws keep one order (the plan of tubes and cells, then per slice: background, distractors,
+    texture, noise), so a seed gives the same bytes as long as SYNTH_VERSION stays.
+    """
+    rng = np.random.default_rng([SYNTH_VERSION, seed])
+    h, w = height, width
+    scale = float(np.clip(np.sqrt(h * w) / 512.0, 0.5, 2.5))  # object sizes grow gently with the image
+    yy_full, xx_full = np.mgrid[0:h, 0:w].astype(np.float32)
+    mito = _plan_mitochondria(rng, slices, h, w, scale)
+    # cell membranes: seeds of a Voronoi partition that drift slowly through the stack
     n_cells = max(3, int(h * w / (150.0 * scale) ** 2))
     cell_seeds = np.stack([rng.uniform(0, h, n_cells), rng.uniform(0, w, n_cells)], axis=1)
     cell_drift = rng.normal(0, 0.8 * scale, size=(n_cells, 2))
+    membrane = max(1.2, 1.6 * scale)
 
     images = np.empty((slices, h, w), np.uint8)
     masks = np.empty((slices, h, w), np.uint8)
@@ -115,51 +174,12 @@ def render_stack(slices: int, height: int, width: int, seed: int) -> tuple[np.nd
         img = (0.60 + 0.045 * smooth_noise(rng, (h, w), 1.5 * scale)
                + 0.05 * smooth_noise(rng, (h, w), 14.0 * scale)
                + rng.uniform(-0.04, 0.04) * (xx_full / w - 0.5) + rng.uniform(-0.04, 0.04) * (yy_full / h - 0.5))
-        mask = np.zeros((h, w), bool)
-
-        seeds = cell_seeds + z * cell_drift
-        dist = np.sqrt((yy_full[None] - seeds[:, 0, None, None]) ** 2 + (xx_full[None] - seeds[:, 1, None, None]) ** 2)
-        two = np.partition(dist, 1, axis=0)[:2]
-        gap = (two[1] - two[0]) / 2  # distance to the nearest cell boundary
-        band = np.clip(1.0 - gap / (1.2 * scale + 0.5), 0.0, 1.0)
-        img = img * (1 - 0.55 * band)
-        del dist, two
-
-        # Distractors (not in the mask): dark blobs without a membrane, vesicles, dense granules.
-        area_units = h * w / (64.0 * scale) ** 2
-        for _ in range(rng.poisson(0.5 * area_units)):
-            _draw_disc(img, rng, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(3.0, 7.0) * scale,
-                       value=rng.uniform(0.38, 0.5))
-        for _ in range(rng.poisson(2.0 * area_units)):
-            _draw_disc(img, rng, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1.5, 3.5) * scale,
-                       value=0.72, ring=0.3, ring_width=max(1.0, 0.8 * scale))
-        for _ in range(rng.poisson(2.0 * area_units)):
-            _draw_disc(img, rng, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.8, 1.8) * scale, value=0.22)
-
-        membrane = max(1.2, 1.6 * scale)
+        img = _darken_membranes(img, cell_seeds + z * cell_drift, yy_full, xx_full, scale)
+        _draw_distractors(img, rng, scale)
         texture = smooth_noise(rng, (h, w), 1.0 * scale)
+        mask = np.zeros((h, w), bool)
         for m in mito:
-            t = (z - m["zc"]) / m["zr"]
-            if abs(t) >= 1:
-                continue
-            f = np.sqrt(1 - t * t)
-            radius, half_len = m["radius"] * f, m["half_len"] * np.sqrt(f)
-            if radius < 1.5:
-                continue
-            cy, cx = m["cy"] + z * m["drift"][0], m["cx"] + z * m["drift"][1]
-            box = _bbox(cy, cx, radius + half_len + 2, h, w)
-            if box is None:
-                continue
-            d, u = _capsule_distance(yy_full[box], xx_full[box], cy, cx, m["angle"], half_len, radius)
-            inside = np.clip(0.5 - d, 0.0, 1.0)
-            stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (u + m["cristae_tilt"] * d) / m["cristae_period"] + m["phase"])
-            interior = m["tone"] - 0.12 * stripes ** 3 + 0.03 * texture[box]
-            ring = np.clip(1.0 - np.abs(d + membrane / 2) / (membrane / 2 + 0.5), 0.0, 1.0)
-            sub = img[box]
-            sub[:] = sub * (1 - inside) + interior * inside
-            sub[:] = sub * (1 - ring) + 0.17 * ring
-            mask[box] |= d <= 0
-
+            _draw_mitochondrion(img, mask, m, z, texture, yy_full, xx_full, membrane)
         img = gaussian_blur(img, 0.7 * scale) + rng.normal(0, 0.035, size=(h, w))
         images[z] = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
         masks[z] = mask.astype(np.uint8) * 255

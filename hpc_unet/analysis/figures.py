@@ -112,7 +112,9 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
                     rgba = cmap((value - vmin) / (vmax - vmin))
                     dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
                     text = VALUE_FORMAT.get(metric, "{:.3g}").format(value) + (f"\n({partial})" if partial else "")
-                    ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+                    box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1} if flat else None
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8, bbox=box,
+                            color="black" if flat or not dark else "white")
                     if flat:
                         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#b00000",
                                                hatch=NOT_LEARNED_HATCH, linewidth=0.8))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hpc_unet.data import cache, normalize, sources, synth
-from hpc_unet.data.tiling import patch_grid, split_indices, tile
+from hpc_unet.data.tiling import count_val, patch_grid, split_indices, tile
 from hpc_unet.errors import UserError
 from hpc_unet.spec import DATA_PARAMS, check_value
 from hpc_unet.study import atomic_write_json
@@ -137,6 +137,7 @@ def _settings(cfg: dict[str, Any], srcs: list[_Source]) -> dict[str, Any]:
         "kind": cfg["kind"], "source_kinds": [s.kind for s in srcs],
         "patch_size": cfg["patch_size"], "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"],
         "max_patches": cfg["max_patches"],
+        **({"split": cfg["split"]} if cfg.get("split", "patch") != "patch" else {}),
         "synthetic": _synth_params(cfg) if cfg["kind"] == "synthetic" else None,
         **{k: cfg[k] for k in NORMALIZE_KEYS}, "mask": cfg["mask"],
     }
@@ -165,6 +166,40 @@ def _tiles(pair: sources.Pair, patch: int, role: str, scaling: dict[str, Any]
     return x, y, np.stack([np.concatenate(lows), np.concatenate(highs)]), dropped
 
 
+def _slice_groups(pair: sources.Pair, patch: int) -> np.ndarray:
+    """For each patch (in ``_tiles`` order) the index of the slice (or folder file) it was cut from."""
+    groups, offset = [], 0
+    for img in pair.images:
+        rows, cols = patch_grid(img.shape[1], img.shape[2], patch)
+        groups.append(np.repeat(np.arange(offset, offset + img.shape[0]), rows * cols))
+        offset += img.shape[0]
+    return np.concatenate(groups)
+
+
+def _split(cfg: dict[str, Any], pair: sources.Pair, patch: int, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train, val, description). ``split = "slice"`` sends whole slices (whole files of a folder dataset) to
+    validation, so no validation patch has a neighbour from the same slice in training."""
+    if cfg.get("split", "patch") != "slice":
+        train, val = split_indices(n, cfg["val_fraction"], cfg["split_seed"], cfg["max_patches"])
+        return train, val, "patch-level seeded permutation (numpy PCG64)"
+    unit = "slices" if pair.kind == "tiff" else "files"
+    rng = np.random.default_rng(cfg["split_seed"])
+    chosen = np.arange(n)
+    if 0 < cfg["max_patches"] < n:
+        chosen = np.sort(rng.choice(n, size=cfg["max_patches"], replace=False))
+    groups = _slice_groups(pair, patch)[chosen]
+    ids = rng.permutation(np.unique(groups))
+    counts = np.array([np.count_nonzero(groups == i) for i in ids])
+    k = int(np.searchsorted(np.cumsum(counts), count_val(len(chosen), cfg["val_fraction"]))) + 1
+    if k >= len(ids):
+        raise UserError(f"[data] split = 'slice' needs at least 2 {unit} with patches (found {len(ids)}) so that "
+                        f"both training and validation get whole {unit}; use split = 'patch' or add data")
+    is_val = np.isin(groups, ids[:k])
+    names = ", ".join(str(int(i)) for i in sorted(ids[:k]))
+    return (chosen[~is_val], chosen[is_val],
+            f"slice-level: whole {unit} go to validation (seeded, numpy PCG64); validation {unit} (0-based): {names}")
+
+
 def _as_target(y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)[..., None]
 
@@ -190,7 +225,7 @@ def build(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str]
                         f"training images have {train_pair.channels}; use the same channel count")
     scaling = normalize.plan(train_pair.images, cfg)
     x_raw, y_raw, ranges, dropped = _tiles(train_pair, patch, "", scaling)
-    train_idx, val_idx = split_indices(len(x_raw), cfg["val_fraction"], cfg["split_seed"], cfg["max_patches"])
+    train_idx, val_idx, split_text = _split(cfg, train_pair, patch, len(x_raw))
     arrays: dict[str, np.ndarray | None] = {
         "train_x": normalize.apply(x_raw[train_idx], *ranges[:, train_idx]), "train_y": _as_target(y_raw[train_idx]),
         "val_x": normalize.apply(x_raw[val_idx], *ranges[:, val_idx]), "val_y": _as_target(y_raw[val_idx]),
@@ -215,7 +250,7 @@ def build(cfg: dict[str, Any], srcs: list[_Source], expected: dict[str, str]
         "patches_total": int(len(x_raw)), "patches_used": int(len(used)),
         "patches_train": int(len(train_idx)), "patches_val": int(len(val_idx)), "patches_test": 0,
         "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"], "max_patches": cfg["max_patches"],
-        "split": "patch-level seeded permutation (numpy PCG64)",
+        "split": split_text, "split_mode": cfg.get("split", "patch"),
         "mask_fraction": _fraction(y_raw[used]),
         "mask_fraction_train": _fraction(y_raw[train_idx]), "mask_fraction_val": _fraction(y_raw[val_idx]),
         "mask_fraction_source": round(train_pair.mask_fraction(), 6),

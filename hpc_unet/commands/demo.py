@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-parallel", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="experiments trained at once (default: CPU cores, at most 4)")
     parser.add_argument("--per-process", type=int, default=0, metavar="K",
-                        help="experiments per task process (default: a sixth of the study per parallel slot)")
+                        help="experiments per task process (default: the study split evenly over the parallel "
+                             "slots, one TensorFlow start each)")
     parser.add_argument("--executor", default="local", choices=("local", "debug"),
                         help="local: a subprocess per experiment (default); debug: all in this process")
     parser.add_argument("--grid", help="grid spec (default: the packaged manifests/smoke.toml)")
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     mark("data")
     planned = plan(study)
     if planned:
-        per_process = args.per_process or max(1, math.ceil(len(planned) / (3 * args.max_parallel)))
+        # one process per slot: a TensorFlow start costs ~3 CPU-s, and the interleaved packing gives every
+        # process the same mix of architectures and batch sizes, so the slots finish together
+        per_process = args.per_process or max(1, math.ceil(len(planned) / args.max_parallel))
         console.print(f"training {len(planned)} experiments, {args.max_parallel} at a time, {per_process} per "
                       f"process ({args.executor} executor)")
         run_local_with_progress(study, planned, args.executor, args.max_parallel, console, per_process)

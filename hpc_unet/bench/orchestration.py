@@ -174,6 +174,10 @@ def _progress_running(study: Any, exp_id: str, index: int, epochs: int) -> None:
         "attempt_id": f"{exp_id}.a001.00000001", "epochs": epochs, "restarts": 0, "state": "running",
         "epoch": 12, "best_val_jaccard": 0.61, "last_epoch_seconds": 61.5, "updated_at": time.time(),
         "started_at": "2026-01-01T00:00:00+0000"})
+    now = time.time()  # the live task's lease: status counts an experiment as running only with it
+    atomic_write_json(study.run_dir(exp_id) / "lease.json", {
+        "exp_id": exp_id, "state": "held", "job_id": f"1000_{index}", "host": "gpu01", "pid": 1,
+        "pid_start": "", "attempt": 1, "token": "0" * 16, "taken_at": now, "heartbeat_at": now})
 
 
 def time_status(study: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def read_manifest_rows(study: Study, columns: tuple[str, ...] = STATUS_COLUMNS) 
         table = pq.ParquetFile(path).read()
     except Exception as exc:
         raise UserError(f"{path} is unreadable ({exc}); regenerate it with `hpc-unet manifest --force`") from exc
-    data = {name: table.column(name).to_pylist() for name in table.column_names}
+    data = _Columns(table)
     check_manifest_columns(data, str(path))
     return [dict(zip(columns, values, strict=True)) for values in zip(*(data[c] for c in columns), strict=True)]
 
@@ -58,7 +58,8 @@ def check_manifest_columns(data: dict[str, list[Any]], source: str) -> None:
                         "regenerate it with `hpc-unet manifest --force`")
     first_bad = None
     for key in TRAIN_PARAMS:
-        bad = [v for v in _distinct(data[key]) if not _valid(key, v)]
+        distinct = data.distinct(key) if isinstance(data, _Columns) else _distinct(data[key])
+        bad = [v for v in distinct if not _valid(key, v)]
         if bad:
             marks = {repr(v) for v in bad}
             row = next(i for i, v in enumerate(data[key]) if repr(v) in marks)
@@ -70,6 +71,37 @@ def check_manifest_columns(data: dict[str, list[Any]], source: str) -> None:
             check_value("train", TRAIN_PARAMS, key, data[key][first_bad])
         except UserError as exc:
             raise UserError(f"{source} row {first_bad} ({ids[first_bad]}): {exc}") from None
+
+
+class _Columns(dict):
+    """Column name -> values, turned into Python objects only when asked for: at 36,000 rows the ~50
+    columns as Python objects cost more than the rest of `status`; the checks need most columns only as
+    their distinct values, which Arrow computes."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__()
+        self._table = table
+        self._names = set(table.column_names)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self._names
+
+    def __missing__(self, key: str) -> list[Any]:
+        if key not in self._names:
+            raise KeyError(key)
+        values = self._table.column(key).to_pylist()
+        self[key] = values
+        return values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def distinct(self, key: str) -> list[Any]:
+        if dict.__contains__(self, key) or key not in self._names:
+            return _distinct(self[key])
+        import pyarrow.compute as pc
+
+        return pc.unique(self._table.column(key)).to_pylist()
 
 
 def _distinct(values: list[Any]) -> list[Any]:

@@ -81,19 +81,17 @@ def write_manifest(study: Study, frame: pd.DataFrame) -> None:
 # Settings added after a study's manifest was written take the value that reproduces what the study did
 # before the setting existed: the spec default, except where the default changed behaviour (a manifest
 # without `data_normalize` was scaled by its dtype's range).
+# Only these columns are filled in: a manifest lacking any other column was damaged or edited by hand.
 LEGACY_VALUES: dict[str, Any] = {"data_normalize": "dtype"}
+ADDED_TRAIN = ("device", "augment", "tensorboard")
+ADDED_DATA = ("normalize", "percentile_low", "percentile_high", "normalize_per", "mask", "split")
 
 
 def added_setting_values(present: Any) -> dict[str, Any]:
     """Values for the setting columns a manifest lacks because they were added to the spec later."""
-    out: dict[str, Any] = {}
-    for key, (default, _ok, _meaning) in TRAIN_PARAMS.items():
-        if key not in present:
-            out[key] = LEGACY_VALUES.get(key, default)
-    for key, (default, _ok, _meaning) in DATA_PARAMS.items():
-        if f"data_{key}" not in present:
-            out[f"data_{key}"] = LEGACY_VALUES.get(f"data_{key}", default)
-    return out
+    wanted = {k: TRAIN_PARAMS[k][0] for k in ADDED_TRAIN if k in TRAIN_PARAMS}
+    wanted.update({f"data_{k}": DATA_PARAMS[k][0] for k in ADDED_DATA if k in DATA_PARAMS})
+    return {k: LEGACY_VALUES.get(k, v) for k, v in wanted.items() if k not in present}
 
 
 def validate_manifest(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:

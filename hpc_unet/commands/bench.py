@@ -132,10 +132,16 @@ def _run_train(args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
+def _inside(path: str, folder: str | None) -> bool:
+    from pathlib import Path
+
+    return bool(folder) and Path(folder).resolve() in Path(path).resolve().parents
+
+
 def _run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     from hpc_unet.bench.overhead import bench_overhead, print_overhead
 
-    if args.demo_study:
+    if args.demo_study and not _inside(args.demo_study, args.workdir):  # the bench's own study comes later
         from hpc_unet.study import Study
 
         Study.at(args.demo_study).require()  # a mistyped path is an error, not an empty table

@@ -95,3 +95,4 @@ def test_device_cpu_hides_the_allocated_gpu_and_trains(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = pd.read_parquet(next((root / "shards").glob("*.completed.summary.parquet"))).iloc[0]
     assert row["device"] == "CPU" and row["epochs_run"] == 1
+    assert row["device_setting"] == "cpu"  # the setting survives beside the device used

@@ -205,7 +205,9 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
     base = {**row, "attempt": attempt, "attempt_id": info["attempt_id"], "restarts": current_restarts(study, exp_id),
             "job_id": runinfo.job_id(), "host": runinfo.host(), "started_at": info["started_at"],
             "package_version": runinfo.package_version(), "git_commit": runinfo.git_commit(),
-            "diverged_epoch": 0, "error_type": "", "error_message": "", "error_traceback": ""}
+            "diverged_epoch": 0, "error_type": "", "error_message": "", "error_traceback": "",
+            # the summary's `device` is the device used; the setting (auto|gpu|cpu) keeps its own column
+            "device_setting": row.get("device", "auto")}
     history: list[dict[str, Any]] = []
     state: dict[str, Any] = {}
     skip = _oom_skip_reason(study, row)

@@ -368,6 +368,11 @@ def _interval_verdict(d: Difference, good_above: float | None = None, good_below
     return True if d.high < good_below else False if d.low > good_below else None
 
 
+def _with_note(ok: bool | None, text: str) -> tuple[bool | None, str]:
+    """A judged difference; an interval that straddles zero is said to be inconclusive in words."""
+    return ok, text + (" (no interval excluding 0: inconclusive)" if ok is None else "")
+
+
 def s1_stability(ctx: Context, h: dict[str, Any]) -> Verdict:
     reduction = float(h["reduction"])
 
@@ -445,9 +450,7 @@ def s4_convergence(ctx: Context, h: dict[str, Any]) -> Verdict:
         ok = _interval_verdict(d, good_below=0.0)
         text = (f"{how}: {float(reached['to_target'].mean()):.1f} vs baseline's epochs to best "
                 f"{float(base_e['to_target'].mean()):.1f}; difference {d.text('{:+.1f}')}")
-        if ok is None:
-            text += " (no interval excluding 0: inconclusive)"
-        return ok, text
+        return _with_note(ok, text)
 
     return _against_baseline(ctx, h, judge, needs_learning=True)
 
@@ -466,9 +469,7 @@ def s5_efficiency(ctx: Context, h: dict[str, Any]) -> Verdict:
         ok = _interval_verdict(d, good_above=0.0)
         text = (f"best configuration {float(runs['jaccard_per_gpu_hour'].mean()):.3f} vs baseline "
                 f"{float(base['jaccard_per_gpu_hour'].mean()):.3f} J per {unit}; difference {d.text()}")
-        if ok is None:
-            text += " (no interval excluding 0: inconclusive)"
-        return ok, text
+        return _with_note(ok, text)
 
     verdict = _against_baseline(ctx, h, judge)
     if listing:

@@ -3,15 +3,14 @@ with augmentation on resumes bit-identically (real TensorFlow training on CPU, i
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, cli
+from test_resume import train
 
 EXP = "unet-lr5e-03-bs8-s0"
 METRICS = ["epoch", "loss", "val_loss", "jacard_coef", "val_jacard_coef", "iou", "val_iou", "lr"]
@@ -51,13 +50,8 @@ def _make_study(root: Path) -> Path:
 
 
 def _train(root: Path, fault: str | None = None, state: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HPC_UNET_THREADS="1")
-    env.pop("HPC_UNET_FAULT", None)
-    if fault:
-        env["HPC_UNET_FAULT"] = fault
-        env["HPC_UNET_FAULT_STATE"] = str(state)
-    return subprocess.run([sys.executable, "-m", "hpc_unet.cli", "train", "--study", str(root), "--experiment", EXP],
-                          env=env, capture_output=True, text=True, timeout=600)
+    """``hpc-unet train`` in a subprocess, as tests/test_resume.py runs it (optionally with a fault)."""
+    return train(root, fault, state, exp=EXP)
 
 
 def _outcome(root: Path) -> tuple[pd.DataFrame, list[np.ndarray]]:

@@ -8,22 +8,19 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, cli
+from conftest import cli
+from test_reliability_helpers import make_study
 
 from hpc_unet.data.prepare import _slice_groups, _split
 from hpc_unet.errors import UserError
 from hpc_unet.manifest import read_manifest
-from hpc_unet.study import Study
 from hpc_unet.train.examples import read_examples
 
 
 def test_training_writes_learned_evidence_and_examples(tmp_path, capsys):
     root = tmp_path / "study"
-    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
-               "--set", "grid.learning_rate=[5e-3]", "--set", "grid.batch_size=[8]",
-               "--set", "grid.architecture=['UNet']", "--set", "train.epochs=2",
-               "--set", 'data.split="slice"') == 0
-    study = Study.at(root)
+    study = make_study(root, "grid.learning_rate=[5e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']",
+                       "train.epochs=2", 'data.split="slice"')
     exp_id = read_manifest(study)["exp_id"].iloc[0]
     assert cli("train", "--study", root, "--experiment", exp_id) == 0
     assert cli("collect", "--study", root) == 0

@@ -6,9 +6,8 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import REPO, cli
-
-from hpc_unet.study import Study
+from conftest import cli
+from test_reliability_helpers import make_study
 
 pytestmark = pytest.mark.slow
 
@@ -16,11 +15,8 @@ pytestmark = pytest.mark.slow
 def test_history_csv_and_tensorboard_log_as_the_run_goes(tmp_path, capsys):
     pytest.importorskip("tensorboard")
     root = tmp_path / "study"
-    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
-               "--set", "grid.learning_rate=[1e-3]", "--set", "grid.batch_size=[8]",
-               "--set", "grid.architecture=['UNet']", "--set", "train.epochs=2",
-               "--set", "train.tensorboard=true") == 0
-    study = Study.at(root)
+    study = make_study(root, "grid.learning_rate=[1e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']",
+                       "train.epochs=2", "train.tensorboard=true")
     capsys.readouterr()
     assert cli("status", "--study", root, "--tensorboard") == 2  # nothing logged yet: says how to turn it on
     assert "tensorboard = true" in capsys.readouterr().err

@@ -173,7 +173,7 @@ def _importance_page(bundle: Any, runs: pd.DataFrame, varying: list[str], primar
         key = name.split("_", 1)[1]
         if frame is None or frame.empty:
             continue
-        resid = frame.loc[frame["term"].astype(str) == "Residual", "df"]
+        resid = frame.loc[frame["term"].astype(str).str.lower() == "residual", "df"]
         df_resid = float(resid.iloc[0]) if len(resid) else float(anova_meta.get(key, {}).get("df_resid") or np.nan)
         tables[response] = charts.importance(frame, df_resid)
     body = [f"<h1>{esc(title)}: what matters</h1>",
@@ -193,8 +193,8 @@ def _importance_page(bundle: Any, runs: pd.DataFrame, varying: list[str], primar
         body.append("<p>No ANOVA was possible (see the report's notes).</p>")
     label = METRICS.get(primary, (primary, True))[0]
     sl = charts.slices(runs, [f for f in varying if f in FACTORS or runs[f].nunique() <= 12], primary, label, labels)
-    body.append(f"<h2>Slices: {esc(label)} per level of each setting</h2><p>Every completed run is a point (red: "
-                "did not learn); hover for its id.</p>")
+    body.append(f"<h2>Slices: {esc(label)} per level of each setting</h2><p>Every completed run is a point; hover for "
+                "its id and whether it learned.</p>")
     body.append(plot(sl, "slices", 380 * max(1, -(-len(sl["data"]) // 3))) if sl else "<p>No completed runs.</p>")
     return page(f"{title}: importance", "\n".join(body), here="importance", plotly=True)
 

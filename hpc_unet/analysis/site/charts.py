@@ -143,7 +143,7 @@ def eta_interval(F: float, df1: float, df2: float, level: float = 0.95) -> tuple
 
 def importance(anova: pd.DataFrame, df_resid: float) -> pd.DataFrame:
     """Partial eta squared of every term with its 95% interval, largest first."""
-    terms = anova[anova["term"].astype(str) != "Residual"].copy()
+    terms = anova[anova["term"].astype(str).str.lower() != "residual"].copy()
     if terms.empty or not np.isfinite(df_resid) or df_resid <= 0:
         return pd.DataFrame(columns=["term", "partial_eta_sq", "low", "high", "p"])
     bounds = [eta_interval(float(F), float(d), float(df_resid)) for F, d in zip(terms["F"], terms["df"], strict=True)]
@@ -204,9 +204,10 @@ def slices(runs: pd.DataFrame, factors: list[str], primary: str, label: str, lab
         x = done[factor].map(dict(zip(levels, names, strict=True)))
         status = labels.reindex(done.index).fillna("")
         traces.append({"type": "box", "x": x.tolist(), "y": done[primary].astype(float).round(5).tolist(),
-                       "text": done["exp_id"].astype(str).tolist(), "boxpoints": "all", "jitter": 0.4,
+                       "text": [f"{e} ({s})" for e, s in zip(done["exp_id"].astype(str), status, strict=True)],
+                       "boxpoints": "all", "jitter": 0.4,
                        "pointpos": 0, "xaxis": f"x{ax}", "yaxis": f"y{ax}", "name": factor,
-                       "marker": {"size": 5, "color": [("#b00000" if s in NOT_LEARNED else PALETTE[0]) for s in status]},
+                       "marker": {"size": 5, "color": PALETTE[0]},
                        "line": {"color": "#555"}, "fillcolor": "rgba(0,0,0,0)",
                        "hovertemplate": "%{text}<br>%{y:.4f}<extra></extra>"})
         x0, x1 = c / cols + 0.04, (c + 1) / cols - 0.02

@@ -31,7 +31,7 @@ nav a{margin-right:14px;text-decoration:none;color:#0b5cad}nav a.here{font-weigh
 .scroll{max-width:100%;overflow-x:auto}
 table.t{border-collapse:collapse;margin:0.4em 0 1.2em;font-size:0.82em;max-width:100%}
 table.t th,table.t td{border:1px solid #ccc;padding:2px 5px;text-align:left;vertical-align:top;overflow-wrap:break-word}
-table.t th{background:#f2f2f2}table.kv th{width:15em;font-weight:normal;color:#444}
+table.t th{background:#f2f2f2}table.kv th{width:15em;font-weight:normal;color:#444}table.kv td{overflow-wrap:anywhere}
 td.num{text-align:right;white-space:nowrap}
 img{max-width:100%;height:auto}img.patch{image-rendering:pixelated;width:100%;max-width:560px;height:auto;display:block}
 figure{margin:1em 0 2em}figcaption{font-size:0.9em;color:#555}

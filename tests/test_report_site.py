@@ -18,26 +18,33 @@ from hpc_unet.analysis.site.charts import epoch_axis, eta_interval
 from hpc_unet.analysis.site.page import table
 from hpc_unet.analysis.site.runs import learning_label
 from hpc_unet.analysis.synthetic import make_study
-from hpc_unet.train.val_patches import read_val_patches, save_val_patches
+from hpc_unet.train.val_patches import rank_patches, read_val_patches, save_val_patches
 
 
 def test_patch_scores_worst_and_best_by_hand(tmp_path):
     truth = np.array([[[1, 1], [0, 0]],      # 0: tp 1 (0.9), fp 1 (0.6), fn 1 (0.4) -> IoU 1/3
                       [[0, 0], [0, 0]],      # 1: nothing true, nothing predicted -> not scored
                       [[1, 0], [0, 0]],      # 2: 0.51 is above the threshold -> IoU 1
-                      [[1, 1], [1, 1]]], float)[..., None]  # 3: exactly 0.5 is not -> IoU 0
+                      [[1, 1], [1, 1]],      # 3: exactly 0.5 is not -> IoU 0
+                      [[0, 0], [0, 0]]], float)[..., None]  # 4: background, one false positive -> IoU 0
     probs = np.array([[[0.9, 0.4], [0.6, 0.1]], [[0.2, 0.2], [0.2, 0.2]], [[0.51, 0], [0, 0]],
-                      [[0.5, 0.5], [0.5, 0.5]]], float)[..., None]
-    images = np.linspace(0, 1, 16).reshape(4, 2, 2, 1)
+                      [[0.5, 0.5], [0.5, 0.5]], [[0.9, 0], [0, 0]]], float)[..., None]
+    images = np.linspace(0, 1, 20).reshape(5, 2, 2, 1)
     save_val_patches(tmp_path / "v.npz", images, truth, probs, k=2)
     s = read_val_patches(tmp_path / "v.npz")
-    assert s["tp"].tolist() == [1, 0, 1, 0] and s["fp"].tolist() == [1, 0, 0, 0] and s["fn"].tolist() == [1, 0, 0, 4]
+    assert s["tp"].tolist() == [1, 0, 1, 0, 0] and s["fp"].tolist() == [1, 0, 0, 0, 1]
+    assert s["fn"].tolist() == [1, 0, 0, 4, 0]
     assert s["iou"][0] == pytest.approx(1 / 3) and np.isnan(s["iou"][1]) and s["iou"][2] == 1 and s["iou"][3] == 0
-    assert s["worst"].tolist() == [3, 0] and s["best"].tolist() == [2, 0]  # patch 1 is never chosen
+    assert s["iou"][4] == 0
+    # patch 1 has nothing to score; patch 4 (no truth) is not a "worst" while 2 patches with truth exist
+    assert s["worst"].tolist() == [3, 0] and s["best"].tolist() == [2, 0]
     assert s["index"].tolist() == [0, 2, 3]
     assert s["predicted"][0].tolist() == [[1, 0], [1, 0]] and s["predicted"][2].sum() == 0  # patch 3 stored third
     assert s["mask"][2].tolist() == [[255, 255], [255, 255]] and s["image"].dtype == np.uint8
     assert read_val_patches(tmp_path / "absent.npz") is None
+    iou = np.array([0.0, 0.5, np.nan, 0.9])
+    assert rank_patches(iou, 2, has_truth=np.array([False, True, False, True]))[0].tolist() == [1, 3]
+    assert rank_patches(iou, 3, has_truth=np.array([False, True, False, True]))[0].tolist() == [0, 1, 3]
 
 
 def test_error_map_paints_each_error_kind_in_its_colour():
@@ -85,10 +92,13 @@ def test_learning_label_reads_booleans_marginal_flags_and_text_labels():
 def test_static_table_drops_empty_columns_and_notes_a_repeated_method_once():
     frame = pd.DataFrame({"cell": ["a", "b", "c"], "statuses": ["", "", ""], "std ci low": ["nan", "", ""],
                           "CI": ["[0.1, 0.2]", "[0.3, 0.4]", ""],
-                          "method": ["percentile bootstrap over 60 validation patches"] * 3})
+                          "method": ["percentile bootstrap over 60 validation patches"] * 2 + ["t over 3 seeds"],
+                          "source": ["recorded in the shard by training"] * 3})
     out = table(frame)
     assert "statuses" not in out and "std ci low" not in out
-    assert out.count("percentile bootstrap over 60 validation patches") == 1 and out.count("<sup>[1]</sup>") == 3
+    assert out.count("percentile bootstrap over 60 validation patches") == 1 and out.count("<sup>[1]</sup>") == 2
+    assert "<td>t over 3 seeds</td>" in out and "<th>source</th>" not in out
+    assert out.count("source, every row: recorded in the shard by training") == 1
     assert "<td class='num'>[0.1, 0.2]</td>" in out  # an interval stays on one line
 
 

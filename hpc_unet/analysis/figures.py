@@ -48,7 +48,8 @@ NOT_LEARNED_HATCH = "xxx"
 # A run that did not learn has no meaningful overfitting gap either (its losses barely moved): drawn as
 # "did not learn" like stability and convergence, so a flat run is never the "least overfitting" cell.
 UNDEFINED_WITHOUT_LEARNING = (*NEEDS_LEARNING, "overfit_gap_end")
-SCALE_NOTE = {"overfit_gap_end": "\n(nearer 0 = less overfitting;\nruns that learned)"}
+DIVERGING = ("overfit_gap_end",)
+LABELS = {"overfit_gap_end": "overfitting gap: val - train loss\n(last epoch; white = none, red = overfitting)"}
 
 
 def cell_text(metric: str, value: float, ran: float = float("nan")) -> str:
@@ -99,6 +100,10 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
     if vmin == vmax:
         vmin, vmax = vmin - 0.5 * abs(vmin or 1), vmax + 0.5 * abs(vmax or 1)
     cmap = _cmap("viridis" if higher_better else "viridis_r")
+    if metric in DIVERGING:  # a gap: 0 is best, either sign is away from it
+        cmap = _cmap("RdBu_r")
+        vmax = max(abs(vmin), abs(vmax))
+        vmin = -vmax
     image = None
     for ax, arch in zip(axes, archs, strict=True):
         sub = cells[cells["architecture"] == arch].set_index(["learning_rate", "batch_size"])
@@ -154,8 +159,8 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
         ax.set_title(arch, fontsize=10)
     axes[0].set_ylabel("learning rate")
     if image is not None:
-        scale = SCALE_NOTE.get(metric, "\n(higher is better)" if higher_better else "\n(lower is better)")
-        fig.colorbar(image, ax=list(axes), label=label + scale, shrink=0.9)
+        text = LABELS.get(metric, label + ("\n(higher is better)" if higher_better else "\n(lower is better)"))
+        fig.colorbar(image, ax=list(axes), label=text, shrink=0.9)
     handles = [Patch(facecolor="#d9d9d9", edgecolor="#7f7f7f", hatch="///", label="no value (status shown)")]
     if flat_cells:
         what = ("undefined: the runs did not learn" if metric in UNDEFINED_WITHOUT_LEARNING else

@@ -42,13 +42,17 @@ def patch_iou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
         return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
 
 
-def rank_patches(iou: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
+def rank_patches(iou: np.ndarray, k: int = K, has_truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the ``k`` worst (lowest IoU first) and ``k`` best (highest first) scored patches.
 
-    Patches with nothing to score (NaN) are never chosen; ties keep the patch order. When fewer than
-    2k patches are scored, the two lists share patches rather than show fewer.
+    Patches with nothing to score (NaN) are never chosen; ties keep the patch order. With ``has_truth``
+    only patches whose truth has foreground are ranked (while there are ``k`` of them): a patch of
+    background with a few false-positive pixels has IoU 0 and would otherwise be every run's "worst".
+    When fewer than 2k patches are scored, the two lists share patches rather than show fewer.
     """
     scored = np.flatnonzero(np.isfinite(iou))
+    if has_truth is not None and np.count_nonzero(np.asarray(has_truth)[scored]) >= k:
+        scored = scored[np.asarray(has_truth)[scored]]
     order = scored[np.argsort(iou[scored], kind="stable")]
     worst = order[:k]
     best = order[::-1][:k] if len(order) else order
@@ -67,7 +71,7 @@ def save_val_patches(path: Path, images: np.ndarray, masks: np.ndarray, probs: n
     """Write the per-patch counts and IoU of every validation patch and the pixels of the worst/best ``k``."""
     counts = patch_counts(masks, probs)
     iou = patch_iou(counts["tp"], counts["fp"], counts["fn"])
-    worst, best = rank_patches(iou, k)
+    worst, best = rank_patches(iou, k, has_truth=(counts["tp"] + counts["fn"]) > 0)
     shown = np.unique(np.r_[worst, best]).astype(np.int64)
     images = np.asarray(images)
     arrays = {**counts, "iou": iou.astype(np.float32), "worst": worst, "best": best, "index": shown,

@@ -101,10 +101,14 @@ def _numeric_text(value: str) -> bool:
 
 
 def table(frame: pd.DataFrame, *, classes: str = "", verdict_column: str = "verdict") -> str:
-    """A static table sized for the page: columns empty in every row are left out, and a long text that
-    repeats down a column (an interval method, say) is written once as a numbered note under the table."""
+    """A static table sized for the page: columns empty in every row are left out, a long text that is the
+    same in every row (an interval method, say) is said once under the table, and one that repeats down
+    half a column or more becomes a numbered note."""
     keep = [c for c in frame.columns if not all(_is_empty(v) for v in frame[c])]
-    frame = frame[keep]
+    same = [c for c in keep if len(frame) > 1 and frame[c].astype(str).nunique() == 1
+            and len(str(frame[c].iloc[0])) > LONG_CELL]
+    constant = [(c, str(frame[c].iloc[0])) for c in same]
+    frame = frame[[c for c in keep if c not in same]]
     notes: list[str] = []
     noted: dict[str, int] = {}
     body_rows = []
@@ -132,6 +136,8 @@ def table(frame: pd.DataFrame, *, classes: str = "", verdict_column: str = "verd
     out = f"<div class='scroll'><table class='t {classes}'><thead>{head}</thead><tbody>{''.join(body_rows)}</tbody></table></div>"
     if notes:
         out += "<ol class='notes'>" + "".join(f"<li>{inline(n)}</li>" for n in notes) + "</ol>"
+    if constant:
+        out += "<ul class='notes'>" + "".join(f"<li>{inline(c)}, every row: {inline(v)}</li>" for c, v in constant) + "</ul>"
     return out
 
 

@@ -73,8 +73,8 @@ def sample_runs(runs: pd.DataFrame, key: str, limit: int = MAX_CURVES) -> tuple[
     for _, positions in runs.reset_index(drop=True).groupby(key, dropna=False, sort=False).indices.items():
         rows += positions[np.linspace(0, len(positions) - 1, min(per, len(positions))).round().astype(int)].tolist()
     kept = runs.iloc[sorted(rows)]
-    return kept, (f"{len(kept)} of {len(runs)} completed runs are drawn (up to {per} per group, spread over "
-                  "the grid); every run has its curves on its own page.")
+    return kept, (f"{len(kept)} of {len(runs)} completed runs are drawn (up to {per} per {key.strip('_')}, spread "
+                  "over the grid); the run table and the run pages have them all.")
 
 
 def level_text(factor: str, value: Any) -> str:

@@ -59,7 +59,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.fresh = fresh
 
     def __call__(self) -> dict[str, Any]:
-        from hpc_unet.dispatch.lease import LeaseHeld
+        from hpc_unet.lease import LeaseHeld
         from hpc_unet.manifest import get_row
         from hpc_unet.train.run import run_experiment
 

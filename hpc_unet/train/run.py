@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_unet import runinfo
-from hpc_unet.dispatch.lease import current_restarts, leased
+from hpc_unet.lease import current_restarts, leased
 from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_iso, write_shard
 from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
 from hpc_unet.train.checkpoint import Bundle, CheckpointWriter, clear, load_latest

@@ -8,7 +8,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="study directory")
     parser.add_argument("--experiment", required=True, help="experiment id from the manifest")
-    parser.add_argument("--attempt", type=int, default=0, help="attempt number (default: the next one)")
+    parser.add_argument("--attempt", type=int, help="attempt number, >= 1 (default: the next one)")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
 
 
@@ -19,6 +19,9 @@ def run(args: argparse.Namespace) -> int:
     from hpc_unet.study import Study
     from hpc_unet.train.run import run_experiment
 
+    if args.attempt is not None and args.attempt < 1:
+        raise UserError(f"--attempt {args.attempt} is invalid: attempts count from 1 (--attempt must be >= 1); "
+                        "leave it out to run the next one")
     study = Study.at(args.study)
     row = get_row(study, args.experiment)
     attempt = args.attempt or next_attempt(study, args.experiment)

@@ -1,0 +1,118 @@
+"""Hostile or careless input (issue 20): each case a user really typed, refused with one line and exit 2,
+or handled quietly, and nothing written where it must not be. No TensorFlow unless a test says so."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, cli
+from test_reliability_helpers import make_study, snapshot
+
+SMALL = ("grid.learning_rate=[1e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']", "train.epochs=2")
+
+
+def one_error_line(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hpc-unet "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+    return lines[0]
+
+
+def test_empty_study_path_is_refused_and_nothing_lands_in_the_current_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", "", "--quiet") == 2
+    one_error_line(capsys, "--study", "empty")
+    assert list(tmp_path.iterdir()) == []
+    assert cli("status", "--study", "  ") == 2
+    one_error_line(capsys, "--study", "empty")
+
+
+@pytest.mark.parametrize("attempt", ["-1", "0"])
+def test_attempt_below_one_is_refused_before_anything_is_written(tmp_path, capsys, attempt):
+    study = make_study(tmp_path / "s", *SMALL)
+    from hpc_unet.manifest import read_manifest
+
+    exp = read_manifest(study)["exp_id"][0]
+    before = snapshot(study.root)
+    assert cli("train", "--study", study.root, "--experiment", exp, "--attempt", attempt) == 2
+    one_error_line(capsys, "--attempt", ">= 1")
+    assert snapshot(study.root) == before
+
+
+def test_a_study_path_that_is_a_file_is_a_user_error(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", target, "--quiet") == 2
+    line = one_error_line(capsys, str(target))
+    assert "free space" not in line
+    assert target.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("errno_name", ["EEXIST", "ENOTDIR", "EISDIR"])
+def test_path_kind_errors_from_a_command_are_user_errors(monkeypatch, capsys, errno_name):
+    """The one classification point in cli.py: a file where a folder is needed (or the reverse) is the
+    user's path, not a full disk. The command module is replaced by one raising the real OSError."""
+    import errno
+
+    import hpc_unet.commands.status as status_cmd
+
+    def boom(args):
+        code = getattr(errno, errno_name)
+        raise OSError(code, os.strerror(code), "/some/user/path")
+
+    monkeypatch.setattr(status_cmd, "run", boom)
+    assert cli("status", "--study", "x") == 2
+    line = one_error_line(capsys, "/some/user/path", os.strerror(getattr(errno, errno_name)))
+    assert "free space" not in line
+
+
+def test_a_full_disk_stays_exit_1_with_its_advice(monkeypatch, capsys):
+    import errno
+
+    import hpc_unet.commands.status as status_cmd
+
+    def boom(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/study/results")
+
+    monkeypatch.setattr(status_cmd, "run", boom)
+    assert cli("status", "--study", "x") == 1
+    one_error_line(capsys, "free space")
+
+
+def _collected_study(root: Path):
+    from test_reliability_helpers import fake_shard
+
+    from hpc_unet.manifest import read_manifest
+
+    study = make_study(root, "grid.learning_rate=[1e-4,5e-4,1e-3]", "grid.batch_size=[8,16]",
+                       "grid.architecture=['UNet']", "train.epochs=2")
+    ids = list(read_manifest(study)["exp_id"])
+    for i, exp in enumerate(ids[:-1]):
+        fake_shard(study, exp, 1, status="completed" if i % 2 else "failed")
+    return study
+
+
+def test_collect_into_a_pipe_closed_early_is_quiet(tmp_path):
+    """A real pipe: `collect | head -1` through the shell, and a reader that closes before the first
+    write (the case that raced in 3 of 6 runs). Either way: no message, exit 0 or 141 (SIGPIPE style)."""
+    study = _collected_study(tmp_path / "s")
+    exe = str(Path(sys.executable).with_name("hpc-unet"))
+    for _ in range(4):
+        proc = subprocess.run(["bash", "-c", f'"{exe}" collect --study "{study.root}" | head -1; '
+                               'echo "rc=${PIPESTATUS[0]}" >&2'], capture_output=True, text=True, timeout=120)
+        assert proc.stdout.startswith("collected"), proc
+        assert proc.stderr.strip() in ("rc=0", "rc=141"), proc.stderr
+    for _ in range(3):
+        proc = subprocess.Popen([exe, "collect", "--study", str(study.root)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdout.close()  # the reader is gone before the command writes anything
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) in (0, 141), err
+        assert err == "", err

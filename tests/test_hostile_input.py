@@ -116,3 +116,64 @@ def test_collect_into_a_pipe_closed_early_is_quiet(tmp_path):
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=120) in (0, 141), err
         assert err == "", err
+
+
+# ------------------------------------------------------------------------- outputs never overwrite inputs
+
+
+@pytest.fixture
+def predict_inputs(tmp_path):
+    """Images and ground-truth folders (real PNGs) and a model path. The path guard runs before the model
+    loads, so a placeholder file stands in for the .keras model: every case here is refused first."""
+    import numpy as np
+    from PIL import Image
+
+    images, gt = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    gt.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(images / f"{name}.png")
+        Image.fromarray((rng.random((32, 32)) > 0.5).astype(np.uint8) * 255).save(gt / f"{name}.png")
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"placeholder")
+    return tmp_path, images, gt, model
+
+
+@pytest.mark.parametrize("case,needle", [
+    (lambda t, i, g, m: ["--images", i, "--masks", g, "--out", g], "--out"),            # replaced the GT masks
+    (lambda t, i, g, m: ["--images", i, "--out", t / "o", "--overlay", i], "--overlay"),  # overwrote images
+    (lambda t, i, g, m: ["--images", i, "--out", i / "pred"], "lies inside --images"),
+    (lambda t, i, g, m: ["--images", i, "--masks", g, "--out", t / "o", "--overlay", g / "ov"], "lies inside --masks"),
+    (lambda t, i, g, m: ["--images", i / "a.png", "--out", t / "o", "--overlay", i], "would overwrite the input"),
+    (lambda t, i, g, m: ["--images", i / "a.png", "--masks", g / "a.png", "--out", g], "would overwrite"),
+    (lambda t, i, g, m: ["--images", i, "--out", m], "is a file"),
+    (lambda t, i, g, m: ["--images", i, "--out", t / "o", "--overlay", m], "is a file"),
+])
+def test_predict_outputs_that_hit_an_input_are_refused(predict_inputs, capsys, case, needle):
+    tmp, images, gt, model = predict_inputs
+    before = snapshot(tmp)
+    assert cli("predict", "--model", model, *case(tmp, images, gt, model), "--quiet") == 2
+    one_error_line(capsys, needle)
+    assert snapshot(tmp) == before
+
+
+def test_predict_out_that_is_a_file_is_one_line_exit_2(predict_inputs, capsys):
+    tmp, images, _, model = predict_inputs
+    existing = tmp / "notes.txt"
+    existing.write_text("x")
+    assert cli("predict", "--model", model, "--images", images, "--out", existing) == 2
+    line = one_error_line(capsys, "is a file")
+    assert "free space" not in line
+
+
+def test_evaluate_and_followup_outputs_inside_the_study_files_are_refused(tmp_path, capsys):
+    study = make_study(tmp_path / "s", *SMALL)
+    before = snapshot(study.root)
+    assert cli("evaluate", "--study", study.root, "--out", study.root / "results") == 2
+    one_error_line(capsys, "--out", "results")
+    assert cli("evaluate", "--study", study.root, "--out", study.root) == 2
+    one_error_line(capsys, "--out")
+    assert cli("followup", "--study", study.root, "--out", study.root / "spec.toml", "--force") == 2
+    one_error_line(capsys, "--out", "spec.toml")
+    assert snapshot(study.root) == before

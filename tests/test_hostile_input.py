@@ -177,3 +177,58 @@ def test_evaluate_and_followup_outputs_inside_the_study_files_are_refused(tmp_pa
     assert cli("followup", "--study", study.root, "--out", study.root / "spec.toml", "--force") == 2
     one_error_line(capsys, "--out", "spec.toml")
     assert snapshot(study.root) == before
+
+
+# ------------------------------------------------------------------------------ numeric keys have bounds
+
+BASE = '[data]\nkind = "synthetic"\npatch_size = 32\n'
+
+
+def _spec_error(tmp_path, capsys, text: str) -> str:
+    spec = tmp_path / "g.toml"
+    spec.write_text(BASE + text + "\n")
+    assert cli("manifest", "--grid", spec, "--study", tmp_path / "s", "--quiet") == 2
+    assert not (tmp_path / "s").exists()
+    return one_error_line(capsys)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[grid]\nlearning_rate = [inf]", "at most 1"),
+    ("[grid]\nlearning_rate = [nan]", "at most 1"),
+    ("[train]\nlearning_rate = 1.5", "at most 1"),
+    ("[train]\nepochs = 1000000000", "at most 10000"),
+    ("[train]\nepochs = 10001", "at most 10000"),
+    ("[grid]\nbatch_size = [100000000000]", "at most 4096"),
+    ("[grid]\nbatch_size = [4097]", "at most 4096"),
+    ("[train]\nseed = 4294967296", "below 2**32"),
+    ("[train]\nfocal_gamma = inf", "at most 10"),
+    ("[train]\nclipnorm = inf", "at most 1000"),
+    ("[train]\nmin_lr = inf", "at most 1"),
+    ("[train]\nbase_filters = 100000", "at most 1024"),
+    ("[train]\nearly_stopping_patience = 100000", "at most 10000"),
+    ("[train]\nreduce_lr_patience = 100000", "at most 10000"),
+    ("[grid]\nreplicates = 10001", "at most 10000"),
+])
+def test_absurd_numbers_are_refused_with_their_bound(tmp_path, capsys, text, needle):
+    assert needle in _spec_error(tmp_path, capsys, text)
+
+
+@pytest.mark.parametrize("text", [
+    "[train]\nlearning_rate = 1.0", "[train]\nepochs = 10000", "[grid]\nbatch_size = [4096]",
+    "[train]\nseed = 4294967295", "[train]\nfocal_gamma = 10.0", "[train]\nclipnorm = 1000.0",
+    "[train]\nbase_filters = 1024", "[grid]\nreplicates = 10000", "[train]\nmin_lr = 1.0",
+])
+def test_numbers_at_their_bound_are_accepted(tmp_path, text):
+    from hpc_unet.spec import load_spec
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(BASE + text + "\n")
+    load_spec(spec)
+
+
+@pytest.mark.parametrize("depth,patch,multiple", [(5, 48, 32), (4, 40, 16), (3, 20, 8), (6, 96, 64)])
+def test_patch_size_error_states_the_multiple_for_the_depth(tmp_path, capsys, depth, patch, multiple):
+    spec = tmp_path / "g.toml"
+    spec.write_text(f'[data]\nkind = "synthetic"\npatch_size = {patch}\n[train]\ndepth = {depth}\n')
+    assert cli("manifest", "--grid", spec, "--study", tmp_path / "s2", "--quiet") == 2
+    one_error_line(capsys, f"multiple of {multiple} (depth {depth})")

@@ -232,3 +232,52 @@ def test_patch_size_error_states_the_multiple_for_the_depth(tmp_path, capsys, de
     spec.write_text(f'[data]\nkind = "synthetic"\npatch_size = {patch}\n[train]\ndepth = {depth}\n')
     assert cli("manifest", "--grid", spec, "--study", tmp_path / "s2", "--quiet") == 2
     one_error_line(capsys, f"multiple of {multiple} (depth {depth})")
+
+
+# ------------------------------------------------------------------- collect and status on damaged shards
+
+
+def _truncate(path: Path, keep: int = 40) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def _status_and_collect(study) -> tuple[dict, dict]:
+    import json
+
+    exe = str(Path(sys.executable).with_name("hpc-unet"))
+    st = subprocess.run([exe, "status", "--study", str(study.root), "--json"], capture_output=True, text=True,
+                        check=True, timeout=120)
+    co = subprocess.run([exe, "collect", "--study", str(study.root), "--json"], capture_output=True, text=True,
+                        check=True, timeout=120)
+    return json.loads(st.stdout), json.loads(co.stdout)
+
+
+def test_status_and_collect_agree_on_damaged_shards_after_a_collect(tmp_path):
+    """The first collect caches every shard's rows; then one completed summary shard is truncated, one
+    chosen history shard is truncated, and (a copy left intact would hide it) their Arrow copies stay.
+    status --json and collect --json must list the same damaged files and count the same completions."""
+    from test_reliability_helpers import fake_shard
+
+    from hpc_unet.manifest import read_manifest
+    from hpc_unet.results.shards import HISTORY_SUFFIX
+
+    study = make_study(tmp_path / "s", "grid.learning_rate=[1e-4,5e-4,1e-3]", "grid.batch_size=[8,16]",
+                       "grid.architecture=['UNet']", "train.epochs=2")
+    ids = list(read_manifest(study)["exp_id"])
+    for exp in ids[:4]:
+        fake_shard(study, exp, 1)
+    status0, collect0 = _status_and_collect(study)
+    assert collect0["completed"] == 4 and status0["summary"]["done"] == 4
+    summary = next(study.shards_dir.glob(f"{ids[0]}.*.completed.summary.parquet"))
+    history = next(study.shards_dir.glob(f"{ids[1]}.*{HISTORY_SUFFIX}"))
+    _truncate(summary)
+    _truncate(history)
+    for _ in range(2):  # the second collect is the "unchanged" fast path: it must not hide the damage
+        status, report = _status_and_collect(study)
+        assert sorted(report["unreadable"]) == sorted([summary.name, history.name])
+        assert sorted(status["summary"]["unreadable"]) == sorted(report["unreadable"])
+        assert report["completed"] == status["summary"]["done"] == 3
+        assert ids[0] in report["missing"]
+        row = next(r for r in status["experiments"] if r["exp_id"] == ids[0])
+        assert row["state"] != "completed" and summary.name in row["error"]

@@ -83,7 +83,7 @@ def _fraction(v: Any) -> bool:
 # name: (default, check, what the check means)
 TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "architecture": ("UNet", lambda v: v in ARCHITECTURES, f"one of {', '.join(ARCHITECTURES)}"),
-    "learning_rate": (1e-3, _number_in(0, 1, low_open=True), "a positive number, at most 1"),
+    "learning_rate": (1e-3, _number_in(0, 10, low_open=True), "a positive number, at most 10"),
     "batch_size": (8, _int_in(1, MAX_BATCH), f"a positive integer, at most {MAX_BATCH}"),
     "epochs": (30, _int_in(1, MAX_EPOCHS), f"a positive integer, at most {MAX_EPOCHS}"),
     "seed": (0, _int_in(0, SEED_LIMIT - 1), "a non-negative integer below 2**32"),

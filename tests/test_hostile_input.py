@@ -193,9 +193,9 @@ def _spec_error(tmp_path, capsys, text: str) -> str:
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("[grid]\nlearning_rate = [inf]", "at most 1"),
-    ("[grid]\nlearning_rate = [nan]", "at most 1"),
-    ("[train]\nlearning_rate = 1.5", "at most 1"),
+    ("[grid]\nlearning_rate = [inf]", "at most 10"),
+    ("[grid]\nlearning_rate = [nan]", "at most 10"),
+    ("[train]\nlearning_rate = 10.5", "at most 10"),
     ("[train]\nepochs = 1000000000", "at most 10000"),
     ("[train]\nepochs = 10001", "at most 10000"),
     ("[grid]\nbatch_size = [100000000000]", "at most 4096"),
@@ -214,7 +214,7 @@ def test_absurd_numbers_are_refused_with_their_bound(tmp_path, capsys, text, nee
 
 
 @pytest.mark.parametrize("text", [
-    "[train]\nlearning_rate = 1.0", "[train]\nepochs = 10000", "[grid]\nbatch_size = [4096]",
+    "[train]\nlearning_rate = 10.0", "[train]\nepochs = 10000", "[grid]\nbatch_size = [4096]",
     "[train]\nseed = 4294967295", "[train]\nfocal_gamma = 10.0", "[train]\nclipnorm = 1000.0",
     "[train]\nbase_filters = 1024", "[grid]\nreplicates = 10000", "[train]\nmin_lr = 1.0",
 ])

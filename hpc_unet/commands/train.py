@@ -30,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
     except UserError:
         raise  # e.g. another task holds the experiment's lease: one line, nothing written
     except Exception as exc:
-        print(f"hpc-unet train: {args.experiment} ended as a failure ({type(exc).__name__}: {exc}); "
-              f"its shard is in {study.shards_dir}")
+        lost = getattr(exc, "shard_not_written", None)
+        where = (f"its failure shard could not be written ({lost.strerror or lost}): nothing was written to "
+                 f"{study.shards_dir}; the cause is in {study.progress_file(args.experiment)}" if lost is not None
+                 else f"its shard is in {study.shards_dir}")
+        print(f"hpc-unet train: {args.experiment} ended as a failure ({type(exc).__name__}: {exc}); {where}")
         return 1
     if summary.get("status") == "completed" and "best_val_jaccard" in summary:
         print(f"{args.experiment}: completed, best val Jaccard {summary['best_val_jaccard']:.4f} at epoch "

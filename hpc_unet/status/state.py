@@ -123,9 +123,22 @@ def evidence(shard_items: list[tuple[int, str, str]] | None, task: dict[str, Any
     shard = max(shard_items, key=attempt_rank)[2] if shard_items else None
     shard_attempt = max(a for a, _, _ in shard_items) if shard_items else 0
     view = judge(lease, now)
-    return Evidence(shard=shard, shard_attempt=shard_attempt, task_attempt=int(task.get("attempt", 0) or 0),
+    task_attempt = int(task.get("attempt", 0) or 0)
+    return Evidence(shard=shard, shard_attempt=shard_attempt, task_attempt=task_attempt,
                     lease_live=view.live, scheduler=scheduler_view(task, sched, prog),
-                    heartbeat_fresh=lease is None and progress_fresh(prog, now))
+                    heartbeat_fresh=lease is None and progress_fresh(prog, now),
+                    progress_failure=_progress_failure(prog, shard_attempt, task_attempt))
+
+
+def _progress_failure(prog: dict[str, Any], shard_attempt: int, task_attempt: int) -> str:
+    """The failure a progress file records for an attempt newer than every shard and not older than the
+    latest task ('' if none): what a task that could not write its failure shard leaves."""
+    try:
+        attempt = int(prog.get("attempt", 0) or 0)
+    except (TypeError, ValueError):
+        return ""
+    state = prog.get("state")
+    return str(state) if state in precedence.FAILURES and attempt > shard_attempt and attempt >= task_attempt else ""
 
 
 def _restarts(prog: dict[str, Any], lease: dict[str, Any] | None, ev: Evidence) -> int:

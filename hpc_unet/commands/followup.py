@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpc_unet.analysis.followup import plan_followups, write_followups
+    from hpc_unet.pathguard import check_outputs, study_inputs
 
+    check_outputs({"--out": args.out}, study_inputs(args.study))
     specs, notes = plan_followups(args.study, args.out, top=args.top, epochs=args.epochs,
                                   replicates=args.replicates, comparison_epochs=args.comparison_epochs)
     write_followups(specs, force=args.force)

@@ -230,10 +230,27 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
                    "diverged_epoch": getattr(exc, "epoch", 0) if status == "diverged" else 0,
                    "max_rss_bytes": runinfo.max_rss_bytes(), "peak_gpu_bytes": _peak_gpu_bytes_if_loaded(),
                    "finished_at": now_iso()}
-        write_shard(study, summary, history)
-        progress.update(state=status, error=f"{type(exc).__name__}: {str(exc)[:600]}")
+        cause = f"{type(exc).__name__}: {str(exc)[:600]}"
+        try:
+            write_shard(study, summary, history)
+        except OSError as err:  # a full disk: the failure shard is lost, progress.json keeps the cause
+            exc.shard_not_written = err  # type: ignore[attr-defined]  (commands/train.py says so)
+            cause += f" (its failure shard could not be written to {study.shards_dir}: {err.strerror or err})"
+        _record_end(progress, state=status, error=cause)
         raise
     return summary
+
+
+def _record_end(progress: Progress, **fields: Any) -> None:
+    """The final progress update; on a full disk the atomic write (a second copy) may not fit, so the file
+    is then rewritten in place: status must see the failure and its cause even then."""
+    try:
+        progress.update(**fields)
+    except OSError:
+        try:
+            progress.update_in_place(**fields)
+        except OSError:
+            pass  # nothing can be written: the task's own exit status and log still say it failed
 
 
 def _classify(exc: BaseException) -> str | None:
@@ -345,7 +362,7 @@ def _restore(parts: _Parts, bundle: Bundle | None, history: list[dict[str, Any]]
 def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, parts: _Parts,
          history: list[dict[str, Any]], start: int, progress: Progress, phases: _Phases) -> None:
     """Train epochs ``start..epochs-1``; each epoch end hands a snapshot bundle to the background writer."""
-    from hpc_unet.train.callbacks import EpochRecorder, snapshot_variables
+    from hpc_unet.train.callbacks import EpochRecorder, WriterWatch, snapshot_variables
     from hpc_unet.train.pipeline import eval_dataset, steps_per_epoch, train_dataset
 
     exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
@@ -368,12 +385,13 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
         writer.submit(snapshot)
         progress.update(state="running", epoch=epoch, best_val_jaccard=best,
                         last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"],
-                        checkpoint_blocked_seconds=round(time.perf_counter() - t0, 4),
+                        checkpoint_blocked_seconds=round(time.perf_counter() - t0 + watch.blocked_seconds, 4),
                         checkpoint_write_seconds=round(writer.last_write_seconds, 4))
         write_history_csv(study.run_dir(exp_id), history)
         if "first_epoch" not in phases:
             phases.mark("first_epoch")
 
+    watch = WriterWatch(writer)
     recorder = EpochRecorder(history, on_epoch_done)
     progress.update(state="running", epoch=start)
     try:
@@ -381,7 +399,7 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
                                 augment=row.get("augment", "none")),
                   validation_data=eval_dataset(data.val_x, data.val_y, batch), epochs=epochs, initial_epoch=start,
                   steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
-                  callbacks=[*parts.callbacks, recorder], verbose=0, shuffle=False)
+                  callbacks=[*parts.callbacks, watch, recorder], verbose=0, shuffle=False)
     except BaseException:
         writer.close(raise_error=False)  # the bundle in flight is published (or not) before we leave
         raise

@@ -120,7 +120,7 @@ DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
 
 SLURM_KEYS = (
     "partition", "gpu_type", "gpus_per_task", "cpus_per_task", "mem", "time", "account", "qos",
-    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues",
+    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues", "then_analyze",
 )
 STUDY_KEYS = ("name", "description")
 POLICY_KEYS = ("on_oom",)

@@ -25,6 +25,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.grid, overrides=args.set)
     study = Study.at(args.study)
+    from hpc_unet.dispatch.jobscript import refuse_control
+
+    refuse_control(study.root, "--study")  # the path goes into job scripts (#SBATCH lines, srun)
     frame = create_study(study, spec, force=args.force)
     if not args.quiet:
         from hpc_unet.status.render import print_manifest

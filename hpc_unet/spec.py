@@ -252,9 +252,12 @@ class GridSpec:
 def _resolve_path(value: str, base: Path) -> str:
     if not value:
         return ""
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    if "$" in expanded:
-        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it or edit the spec")
+    # "$$" is a literal "$" (a lone "$" that is no set variable is refused as a likely typo)
+    parts = [os.path.expandvars(part) for part in value.split("$$")]
+    if any("$" in part for part in parts):
+        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it, write a literal $ "
+                        "as $$, or edit the spec")
+    expanded = os.path.expanduser("$".join(parts))
     p = Path(expanded)
     return str(p if p.is_absolute() else (base / p).resolve())
 

@@ -24,10 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from hpc_unet.study import Study
 
     spec = load_spec(args.grid, overrides=args.set)
-    study = Study.at(args.study)
     from hpc_unet.dispatch.jobscript import refuse_control
 
-    refuse_control(study.root, "--study")  # the path goes into job scripts (#SBATCH lines, srun)
+    refuse_control(args.study, "--study")  # the path goes into job scripts (#SBATCH lines, srun)
+    study = Study.at(args.study)
     frame = create_study(study, spec, force=args.force)
     if not args.quiet:
         from hpc_unet.status.render import print_manifest

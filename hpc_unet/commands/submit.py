@@ -39,11 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Checks first, side effects last: options, Slurm reachable, the plan, ``sbatch --test-only`` on the
     real script; only then the data cache and the submission (see dispatch/slurm.py, preflight)."""
+    from hpc_unet.dispatch.jobscript import refuse_control
     from hpc_unet.dispatch.submit import check_executor, left_alone, plan, submit_slurm
     from hpc_unet.errors import UserError
     from hpc_unet.status.state import experiment_states
     from hpc_unet.study import Study, read_json
 
+    refuse_control(args.study, "--study")  # the path goes into job scripts (#SBATCH lines, srun)
     study = Study.at(args.study).require()
     executor = check_executor(args.executor)
     if args.max_parallel < 1 or args.per_process < 1:
@@ -56,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
                         "and `hpc-unet analyze`)")
     if executor == "slurm":
         from hpc_unet.dispatch import slurm
-        from hpc_unet.dispatch.jobscript import refuse_control
 
-        refuse_control(study.root, "the study path")
+        refuse_control(study.root, "the study path")  # a symlink's target counts too
         options, sources = slurm.options_with_sources(args, read_json(study.meta_file).get("slurm", {}))
         if not args.dry_run:
             slurm.check_reachable()

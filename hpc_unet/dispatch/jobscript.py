@@ -25,7 +25,7 @@ from typing import Any
 
 from hpc_unet.errors import UserError
 
-USR2_FLAG_ENV = "HPC_UNET_USR2_FLAG"
+ENV_EARLY_SIGNAL = "HPC_UNET_USR2_FLAG"
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # One statement per item, joined with "; ". USR2 is ignored before the child
 # starts (it inherits the ignore, which survives exec; a handler would not), then the wrapper records
@@ -34,7 +34,7 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _STEP = [
     'f="${TMPDIR:-/tmp}/hpc-unet-usr2.${SLURM_JOB_ID:-0}.$$"',
     'rm -f "$f"',
-    f'export {USR2_FLAG_ENV}="$f"',
+    f'export {ENV_EARLY_SIGNAL}="$f"',
     "trap '' USR2",
     '"$@" & c=$!',
     "trap ': > \"$f\"' USR2",

@@ -102,7 +102,7 @@ def _check_mem(value: Any) -> str:
 def _check_value_text(key: str, value: Any) -> str:
     text = str(value)
     bad = sorted(UNSAFE_VALUE_CHARS & set(text))
-    if bad or any(ord(c) < 32 for c in text):
+    if bad or jobscript.CONTROL_RE.search(text):
         raise _fail(key, value, f"it must not contain {' '.join(repr(c) for c in bad) or 'control characters'}")
     return text
 
@@ -334,7 +334,7 @@ def executor_parameters(opts: dict[str, Any]) -> dict[str, Any]:
 def _executor(folder: Path, opts: dict[str, Any], offline: bool = False) -> Any:
     import submitit
 
-    jobscript.refuse_control(Path(folder).resolve(), "the study path")
+    jobscript.refuse_control(folder, "the study path")
     jobscript.refuse_control(sys.executable, "the Python executable path")
 
     cls = submitit.SlurmExecutor

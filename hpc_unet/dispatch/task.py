@@ -58,7 +58,7 @@ def replay_early_usr2() -> bool:
     was installed; the handler then checkpoints and requeues the task. True when one was replayed."""
     import signal
 
-    flag = os.environ.get(jobscript.USR2_FLAG_ENV)
+    flag = os.environ.get(jobscript.ENV_EARLY_SIGNAL)
     if not flag or not os.path.exists(flag):
         return False
     try:

@@ -141,7 +141,7 @@ DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
 
 SLURM_KEYS = (
     "partition", "gpu_type", "gpus_per_task", "cpus_per_task", "mem", "time", "account", "qos",
-    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues",
+    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues", "then_analyze",
 )
 STUDY_KEYS = ("name", "description")
 POLICY_KEYS = ("on_oom",)
@@ -273,9 +273,12 @@ class GridSpec:
 def _resolve_path(value: str, base: Path) -> str:
     if not value:
         return ""
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    if "$" in expanded:
-        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it or edit the spec")
+    # "$$" is a literal "$" (a lone "$" that is no set variable is refused as a likely typo)
+    parts = [os.path.expandvars(part) for part in value.split("$$")]
+    if any("$" in part for part in parts):
+        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it, write a literal $ "
+                        "as $$, or edit the spec")
+    expanded = os.path.expanduser("$".join(parts))
     p = Path(expanded)
     return str(p if p.is_absolute() else (base / p).resolve())
 

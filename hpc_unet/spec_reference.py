@@ -22,7 +22,8 @@ MEANINGS: dict[str, str] = {
     "study.description": "free text shown in the report",
     "data.kind": "where the images come from: a TIFF stack pair, folders of image/mask files, or synthetic data",
     "data.images": "image stack (tiff) or folder of images (folders); relative paths resolve against the "
-                   "current directory, $VARS expand",
+                   "current directory, $VARS expand; write a literal $ as $$ (a lone $ naming no set variable "
+                   "is refused)",
     "data.masks": "mask stack or folder matching data.images",
     "data.test_images": "optional held-out test images, scored with the best weights (test_jaccard)",
     "data.test_masks": "masks of data.test_images (set both or neither)",
@@ -88,6 +89,8 @@ MEANINGS: dict[str, str] = {
     "slurm.setup": "shell lines run before each task (module load, conda activate)",
     "slurm.max_array_size": "split arrays into chunks of at most this many tasks (default: the cluster's MaxArraySize)",
     "slurm.timeout_requeues": "times a task that hits its time limit is requeued to resume from its checkpoint",
+    "slurm.then_analyze": "also submit a 1-CPU job that runs collect + analyze when every array has ended "
+                          "(--dependency=afterany); status shows it",
     "policy.on_oom": "after an out-of-memory: only record it, or also skip the same cell's larger batch sizes",
     "hypothesis.id": "short unique name of the claim",
     "hypothesis.claim": "the claim in words, quoted in the report",
@@ -108,6 +111,10 @@ ENV_MEANINGS: dict[str, str] = {
     "CUDA_VISIBLE_DEVICES": "GPUs given to the task (Slurm sets it with SLURM_JOB_GPUS); non-empty and not -1 "
                             "means a GPU was allocated (train device = auto then requires one); device = cpu "
                             "sets it to -1",
+    "HPC_UNET_SITE": "path of the per-user site profile ([slurm] defaults under the spec and the flags); default "
+                     "~/.config/hpc-unet/site.toml, empty: none",
+    "HPC_UNET_USR2_FLAG": "set by the job step wrapper: the file recording a USR2 that arrived before Python "
+                          "could handle it (the task then replays it)",
     "HPC_UNET_LEASE_STALE_S": "seconds without a heartbeat after which an experiment's lease no longer counts",
     "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ log level; hpc-unet sets 3 (errors only) unless already set",
     "SLURM_JOB_ID": "set by Slurm: the job id recorded in results and leases",

@@ -57,7 +57,7 @@ def _summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
     for key in ("val_patch_intersection", "val_patch_union"):
         value = row.get(key)
         row[key] = [float(v) for v in value] if value is not None else []
-    for key in ("data_provenance", "phase_seconds"):
+    for key in ("data_provenance", "phase_seconds", "init_source"):
         if isinstance(row.get(key), dict):
             row[key] = json.dumps(row[key], sort_keys=True, default=str)
     return pd.DataFrame([row])

@@ -481,6 +481,10 @@ def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any
         scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
         test = {"test_jaccard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
                 "test_dice": float(scores["dice"])}
+        # per test patch, thresholded as test_iou: intervals over test patches (analysis/transfer.py)
+        t_inter, t_union = patch_overlaps(np.asarray(data.test_y),
+                                          (_predict(model, data.test_x, batch) > 0.5).astype(np.float32))
+        test.update(test_patch_intersection=t_inter.tolist(), test_patch_union=t_union.tolist())
     metadata = model_metadata(row, data.provenance, data.train_x.shape[1], data.train_x.shape[-1])
     if state.get("init_source"):  # a fine-tuned model names the model it started from
         metadata["init_source"] = {k: state["init_source"].get(k) for k in ("path", "sha256", "exp_id", "study_name")}

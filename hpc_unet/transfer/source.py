@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ def normalize(value: str, base: Path) -> str:
     """``value`` with its path made absolute (against ``base``); the selector after the study is kept."""
     if value == NONE:
         return value
+    value = os.path.expandvars(value)
+    if "$" in value:
+        raise UserError(f"[train] init_from = {value!r} uses an unset environment variable; export it")
     if value == "best" or value.startswith("best:"):
         raise UserError(f"[train] init_from = {value!r} names no study; write '<study dir>:{value}', "
                         "e.g. '../em-study:best:UNet'")

@@ -6,6 +6,7 @@ A tiny source (UNet, depth 2, base 4, 32x32 synthetic patches) is trained once p
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -121,8 +122,6 @@ def test_frozen_encoder_does_not_move_and_decoder_does(source, tmp_path):
     for name in decoder:
         assert any(not np.array_equal(a, b) for a, b in zip(before[name], after[name], strict=True)), name
     summary = pd.read_parquet(next((root / "shards").glob("*.completed.summary.parquet"))).iloc[0]
-    import json
-
     record = json.loads(summary["init_source"])
     assert record["sha256"] == summary["init_sha256"] and record["exp_id"] == SOURCE_EXP
     assert record["source_scaling"] is not None  # recorded, while the run's own scaling is the target's
@@ -153,3 +152,45 @@ def test_fine_tuned_run_resumes_exactly_across_the_unfreeze(source, tmp_path):
     pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS])
     for a, b in zip(weights, ref_weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_followup_transfer_spec_makes_a_manifest_against_the_source(source, tmp_path):
+    assert cli("collect", "--study", source) == 0
+    target = tmp_path / "target.toml"
+    target.write_text('[data]\nkind = "synthetic"\npatch_size = 32\nsynth_seed = 7\nsynth_slices = 4\n'
+                      'synth_height = 128\nsynth_width = 128\n')
+    assert cli("followup", "--study", source, "--transfer", target, "--out", tmp_path / "next.toml") == 0
+    spec = tmp_path / "next-transfer-UNet.toml"
+    assert cli("manifest", "--grid", spec, "--study", tmp_path / "t", "--quiet") == 0
+    frame = pd.read_parquet(tmp_path / "t" / "manifest.parquet")
+    assert len(frame) == 4 * 2 * 3 and sorted(frame["train_fraction"].unique()) == [0.05, 0.1, 0.25, 1.0]
+    tuned = frame[frame["init_from"] != "none"]
+    assert set(tuned["init_path"]) == {str(source / "runs" / SOURCE_EXP / "model" / "best.keras")}
+    assert set(frame["base_filters"]) == {4} and set(frame["data_synth_seed"]) == {7}
+
+
+def test_data_nuclei_splits_the_wheel_image_into_train_and_test(tmp_path):
+    """A stand-in wheel with the same member names (the real one: docs/transfer.md): top half -> train,
+    bottom half -> test, labels kept, licence copied."""
+    import zipfile
+
+    import tifffile
+
+    image = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    mask = np.zeros_like(image)
+    mask[5:10, 5:10], mask[40:50, 20:30] = 1, 2
+    wheel = tmp_path / "stardist-0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, array in (("img2d", image), ("mask2d", mask)):
+            path = tmp_path / f"{name}.tif"
+            tifffile.imwrite(path, array)
+            zf.write(path, f"stardist/data/images/{name}.tif")
+        zf.writestr("stardist-0.0.dist-info/licenses/LICENSE.txt", "BSD 3-Clause License\n")
+    out = tmp_path / "nuclei"
+    assert cli("data", "nuclei", "--wheel", wheel, "--out", out) == 0
+    np.testing.assert_array_equal(tifffile.imread(out / "train.tif"), image[:32])
+    np.testing.assert_array_equal(tifffile.imread(out / "test_masks.tif"), mask[32:])
+    note = json.loads((out / "SOURCE.json").read_text())
+    assert (note["nuclei_train"], note["nuclei_test"]) == (1, 1)
+    assert (out / "LICENSE-stardist.txt").read_text().startswith("BSD 3-Clause")
+    assert cli("data", "nuclei", "--wheel", tmp_path / "img2d.tif", "--out", tmp_path / "bad") == 2

@@ -72,6 +72,14 @@ MEANINGS: dict[str, str] = {
     "train.device": "where the task trains: auto needs a GPU whenever Slurm/CUDA_VISIBLE_DEVICES allocated one "
                     "(the task fails at once with TensorFlow's reason if it cannot use it); gpu always needs "
                     "one; cpu hides the GPUs",
+    "train.init_from": "start from a trained model's weights (fine-tuning): checked at manifest time (the source's "
+                       "architecture, depth, base filters, channels and batch norm must match); its SHA-256 goes "
+                       "into the manifest and results (docs/transfer.md)",
+    "train.freeze": "with init_from: keep the source's encoder fixed (encoder), or for unfreeze_epoch epochs "
+                    "and then train every layer with a fresh Adam (encoder_then_all)",
+    "train.unfreeze_epoch": "freeze = encoder_then_all: epochs trained with the encoder frozen",
+    "train.train_fraction": "data budget: train on the first ceil(fraction x N) training patches in the split's "
+                            "order (nested across budgets; validation and test unchanged); also accepted in [data]",
     "grid.replicates": "repeat every grid cell with seeds seed, seed+1, ... (not with a seed axis)",
     "grid.<train key>": "any [train] key given as a list of values is an axis: the grid is the product of all axes",
     "slurm.partition": "partition(s), comma-separated",

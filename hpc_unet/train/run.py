@@ -26,6 +26,7 @@ from hpc_unet.train.examples import EXAMPLES_FILE, save_run_examples
 from hpc_unet.train.logs import write_history_csv
 from hpc_unet.train.progress import Progress
 from hpc_unet.train.summary import learned_columns, summarize_history
+from hpc_unet.train.val_patches import VAL_PATCHES_FILE, save_val_patches
 
 ENV_THREADS = "HPC_UNET_THREADS"
 
@@ -491,6 +492,7 @@ def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any
         model.set_weights(best_weights)
     val_pred = _predict(model, data.val_x, batch)
     inter, union = patch_overlaps(np.asarray(data.val_y), val_pred)
+    save_val_patches(study.run_dir(exp_id) / VAL_PATCHES_FILE, data.val_x, data.val_y, val_pred)
     examples = study.run_dir(exp_id) / EXAMPLES_FILE
     save_run_examples(examples, lambda x: _predict(model, x, batch), data.val_x, data.val_y, val_pred,
                       data.test_x, data.test_y)

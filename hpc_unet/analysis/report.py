@@ -71,10 +71,11 @@ def read_bundle(directory: Path) -> Bundle:
 
 def write_report(directory: Path, bundle: Bundle) -> tuple[Path, Path]:
     blocks = build_blocks(bundle)
+    from hpc_unet.analysis.transfer import transfer_blocks
     from hpc_unet.predict.report import evaluation_blocks  # `hpc-unet evaluate` results, when present
 
     extra, extra_png = evaluation_blocks(directory)
-    blocks = blocks[:-1] + extra + blocks[-1:]
+    blocks = blocks[:-1] + transfer_blocks(bundle) + extra + blocks[-1:]
     md, page = directory / "report.md", directory / "report.html"
     atomic_write_text(md, to_markdown(blocks))
     from hpc_unet.analysis.site import write_site  # report.html and the explore/ pages

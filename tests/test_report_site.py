@@ -156,3 +156,16 @@ def test_learning_curve_legend_sits_below_the_panels(analyzed):
     assert "did not learn" in labels
     for ax in fig.axes:
         assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_building_the_pages_imports_no_tensorflow(analyzed):
+    """`hpc-unet report` (the pages, the patch files, plotly, itables) is a login-node command."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom hpc_unet.cli import main\n"
+            f"rc = main(['report', '--study', {str(analyzed.root)!r}])\n"
+            "print('TF', [m for m in ('tensorflow', 'keras') if m in sys.modules])\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "TF []" in proc.stdout and (analyzed.analysis_dir / "explore" / "runs.html").exists()

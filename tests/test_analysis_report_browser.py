@@ -143,3 +143,15 @@ def test_the_checks_can_fail(browser, tmp_path):
     fit = page.evaluate(FIT)
     assert len(fit["broken"]) == 1 and fit["scrollWidth"] > 1280 and fit["wide"]
     assert page.outside == ["http://127.0.0.1:9/x.js"]
+
+
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the browser test"):
+        _require_browser()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="Chromium is not installed"):
+        _require_browser()

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpc_unet.analysis.followup import plan_followups, write_followups
+    from hpc_unet.pathguard import check_outputs, study_inputs
 
+    check_outputs({"--out": args.out}, study_inputs(args.study))
     if args.transfer or args.ensemble is not None:
         return _transfer_or_ensemble(args)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_unet import runinfo
-from hpc_unet.dispatch.lease import current_restarts, leased
+from hpc_unet.lease import current_restarts, leased
 from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_iso, write_shard
 from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
 from hpc_unet.train.checkpoint import Bundle, CheckpointWriter, clear, load_latest
@@ -26,6 +26,7 @@ from hpc_unet.train.examples import EXAMPLES_FILE, save_run_examples
 from hpc_unet.train.logs import write_history_csv
 from hpc_unet.train.progress import Progress
 from hpc_unet.train.summary import learned_columns, summarize_history
+from hpc_unet.train.val_patches import VAL_PATCHES_FILE, save_val_patches
 
 ENV_THREADS = "HPC_UNET_THREADS"
 
@@ -230,10 +231,27 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
                    "diverged_epoch": getattr(exc, "epoch", 0) if status == "diverged" else 0,
                    "max_rss_bytes": runinfo.max_rss_bytes(), "peak_gpu_bytes": _peak_gpu_bytes_if_loaded(),
                    "finished_at": now_iso()}
-        write_shard(study, summary, history)
-        progress.update(state=status, error=f"{type(exc).__name__}: {str(exc)[:600]}")
+        cause = f"{type(exc).__name__}: {str(exc)[:600]}"
+        try:
+            write_shard(study, summary, history)
+        except OSError as err:  # a full disk: the failure shard is lost, progress.json keeps the cause
+            exc.shard_not_written = err  # type: ignore[attr-defined]  (commands/train.py says so)
+            cause += f" (its failure shard could not be written to {study.shards_dir}: {err.strerror or err})"
+        _record_end(progress, state=status, error=cause)
         raise
     return summary
+
+
+def _record_end(progress: Progress, **fields: Any) -> None:
+    """The final progress update; on a full disk the atomic write (a second copy) may not fit, so the file
+    is then rewritten in place: status must see the failure and its cause even then."""
+    try:
+        progress.update(**fields)
+    except OSError:
+        try:
+            progress.update_in_place(**fields)
+        except OSError:
+            pass  # nothing can be written: the task's own exit status and log still say it failed
 
 
 def _classify(exc: BaseException) -> str | None:
@@ -383,7 +401,7 @@ def _restore(parts: _Parts, bundle: Bundle | None, history: list[dict[str, Any]]
 def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, parts: _Parts,
          history: list[dict[str, Any]], start: int, progress: Progress, phases: _Phases) -> None:
     """Train epochs ``start..epochs-1``; each epoch end hands a snapshot bundle to the background writer."""
-    from hpc_unet.train.callbacks import EpochRecorder, snapshot_variables
+    from hpc_unet.train.callbacks import EpochRecorder, WriterWatch, snapshot_variables
     from hpc_unet.train.pipeline import eval_dataset, steps_per_epoch, train_dataset
 
     exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
@@ -406,12 +424,13 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
         writer.submit(snapshot)
         progress.update(state="running", epoch=epoch, best_val_jaccard=best,
                         last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"],
-                        checkpoint_blocked_seconds=round(time.perf_counter() - t0, 4),
+                        checkpoint_blocked_seconds=round(time.perf_counter() - t0 + watch.blocked_seconds, 4),
                         checkpoint_write_seconds=round(writer.last_write_seconds, 4))
         write_history_csv(study.run_dir(exp_id), history)
         if "first_epoch" not in phases:
             phases.mark("first_epoch")
 
+    watch = WriterWatch(writer)
     recorder = EpochRecorder(history, on_epoch_done, epochs=epochs)
     progress.update(state="running", epoch=start)
     try:
@@ -430,7 +449,7 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
                                     augment=row.get("augment", "none")),
                       validation_data=eval_dataset(data.val_x, data.val_y, batch), epochs=last, initial_epoch=first,
                       steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
-                      callbacks=[*parts.callbacks, recorder], verbose=0, shuffle=False)
+                      callbacks=[*parts.callbacks, watch, recorder], verbose=0, shuffle=False)
             early.restore_best_weights = keep_best
     except BaseException:
         writer.close(raise_error=False)  # the bundle in flight is published (or not) before we leave
@@ -473,6 +492,7 @@ def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any
         model.set_weights(best_weights)
     val_pred = _predict(model, data.val_x, batch)
     inter, union = patch_overlaps(np.asarray(data.val_y), val_pred)
+    save_val_patches(study.run_dir(exp_id) / VAL_PATCHES_FILE, data.val_x, data.val_y, val_pred)
     examples = study.run_dir(exp_id) / EXAMPLES_FILE
     save_run_examples(examples, lambda x: _predict(model, x, batch), data.val_x, data.val_y, val_pred,
                       data.test_x, data.test_y)

@@ -35,8 +35,8 @@ from test_slurm_integration import (
     slurm_cluster,  # noqa: F401 (the fixture; requested by name below)
 )
 
-from hpc_unet.dispatch.lease import judge, read_lease
 from hpc_unet.dispatch.records import load_records
+from hpc_unet.lease import judge, read_lease
 from hpc_unet.results.shards import parse_summary_name
 from hpc_unet.study import Study
 

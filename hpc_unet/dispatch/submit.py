@@ -241,7 +241,7 @@ def prune_checkpoints(study: Study) -> int:
     fresh heartbeat: status/precedence.py, may_prune). Returns the bytes freed."""
     import time
 
-    from hpc_unet.dispatch.lease import read_lease
+    from hpc_unet.lease import read_lease
     from hpc_unet.status.precedence import may_prune
     from hpc_unet.status.state import _read_progress, evidence
     from hpc_unet.train.checkpoint import clear

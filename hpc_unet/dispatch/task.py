@@ -94,7 +94,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         _guard_preemption_handler()
         replay_early_usr2()
         apply_env(getattr(self, "env", None))  # before TensorFlow starts; old pickles have no env
-        from hpc_unet.dispatch.lease import LeaseHeld
+        from hpc_unet.lease import LeaseHeld
         from hpc_unet.manifest import get_row
         from hpc_unet.train.run import run_experiment
 

@@ -28,7 +28,7 @@ MODULES: dict[str, list[str]] = {
     "predict.tiles": ["tests/test_predict_scores.py", "tests/test_properties.py"],
     "status.precedence": ["tests/test_slurm_lease.py", "tests/test_properties.py", "-m", "not slurm and not slow"],
     "status.slurm_state": ["tests/test_slurm_parsing.py", "tests/test_slurm_queries.py", "tests/test_properties.py"],
-    "lease": ["tests/test_slurm_lease.py", "-m", "not slurm and not slow"],
+    "lease": ["tests/test_lease.py", "tests/test_slurm_lease.py", "-m", "not slurm and not slow"],
     "results.shards": ["tests/test_reliability_shards.py", "tests/test_collect_fast.py"],
     "results.collect": ["tests/test_collect_fast.py", "tests/test_reliability_shards.py", "tests/test_collect_cli.py"],
     "train.summary": ["tests/test_train_summary.py", "tests/test_analysis_conclusions.py"],

@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 from hpc_unet.predict import images, scores
 from hpc_unet.predict.engine import LoadedModel
 from hpc_unet.study import atomic_write_json
+from hpc_unet.tempfiles import OWNER, owned_stage
 
 CHUNK = 32  # slices whose tiles share batches (bounds memory on long stacks)
 PROGRESS_MIN = 8  # show a progress bar from this many slices/files on
@@ -58,21 +58,21 @@ def staged(folder: Path) -> Iterator[Path]:
     succeeds, so bad input met halfway (a later file with the wrong channels) leaves no partial outputs."""
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".predict.", dir=folder))
-    try:
-        yield stage
-        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-            target = folder / path.relative_to(stage)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty: leave the file system as it was
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with owned_stage(folder, ".predict") as stage:  # also removes the stages of killed predicts
+        try:
+            yield stage
+            for path in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != OWNER):
+                target = folder / path.relative_to(stage)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: leave the file system as it was
+            raise
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def run(model: LoadedModel, req: Request) -> dict[str, Any]:

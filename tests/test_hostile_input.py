@@ -332,3 +332,19 @@ def test_train_on_a_truncated_tiff_says_so_on_the_first_stderr_line(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     first = proc.stderr.splitlines()[0]
     assert first.startswith("hpc-unet train: error:") and str(images) in first, proc.stderr
+
+
+def test_status_table_names_the_damaged_shards(tmp_path):
+    from test_reliability_helpers import fake_shard
+
+    from hpc_unet.manifest import read_manifest
+
+    study = make_study(tmp_path / "s", *SMALL)
+    exp = read_manifest(study)["exp_id"][0]
+    fake_shard(study, exp, 1)
+    summary = next(study.shards_dir.glob("*.summary.parquet"))
+    _truncate(summary)
+    exe = str(Path(sys.executable).with_name("hpc-unet"))
+    out = subprocess.run([exe, "status", "--study", str(study.root)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "400"})
+    assert out.returncode == 0 and "damaged shards (1" in out.stdout and summary.name in out.stdout, out.stdout

@@ -348,3 +348,13 @@ def test_status_table_names_the_damaged_shards(tmp_path):
     out = subprocess.run([exe, "status", "--study", str(study.root)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "COLUMNS": "400"})
     assert out.returncode == 0 and "damaged shards (1" in out.stdout and summary.name in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("sub", ["", "inner"])
+def test_data_synth_out_through_a_file_is_a_user_error(tmp_path, capsys, sub):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    out = target / sub if sub else target
+    assert cli("data", "synth", "--out", out, "--slices", "1", "--height", "8", "--width", "8") == 2
+    line = one_error_line(capsys, str(out))
+    assert "free space" not in line and target.read_text() == "x"

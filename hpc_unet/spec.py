@@ -30,6 +30,7 @@ DEVICES = ("auto", "gpu", "cpu")  # train/device.py
 NORMALIZE_METHODS = ("auto", "dtype", "minmax", "percentile")
 NORMALIZE_PER = ("image", "dataset")
 MASK_KINDS = ("binary", "labels")
+FREEZES = ("none", "encoder", "encoder_then_all")  # train/finetune.py
 
 
 def _pos_float(v: Any) -> bool:
@@ -111,6 +112,14 @@ TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "tensorboard": (False, _bool, "true or false"),
     "device": ("auto", lambda v: v in DEVICES, "one of auto, gpu, cpu (auto: a GPU is required when one was "
                "allocated; cpu: GPUs hidden)"),
+    # transfer learning (docs/transfer.md)
+    "init_from": ("none", lambda v: isinstance(v, str) and bool(v), "none, a .keras file, or '<study dir>:"
+                  "<experiment id>' / '<study dir>:best' / '<study dir>:best:<architecture>'"),
+    "freeze": ("none", lambda v: v in FREEZES, f"one of {', '.join(FREEZES)} (encoder: the contracting path and "
+               "bottleneck stay as the source trained them; only with init_from)"),
+    "unfreeze_epoch": (5, _pos_int, "a positive integer (freeze = encoder_then_all: epochs before all layers train)"),
+    "train_fraction": (1.0, lambda v: _pos_float(v) and v <= 1, "a number in (0, 1]: the share of training "
+                       "patches kept, the first ones in the split's order (the data budget)"),
 }
 
 DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
@@ -141,7 +150,7 @@ DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
 
 SLURM_KEYS = (
     "partition", "gpu_type", "gpus_per_task", "cpus_per_task", "mem", "time", "account", "qos",
-    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues",
+    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues", "then_analyze",
 )
 STUDY_KEYS = ("name", "description")
 POLICY_KEYS = ("on_oom",)
@@ -273,9 +282,12 @@ class GridSpec:
 def _resolve_path(value: str, base: Path) -> str:
     if not value:
         return ""
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    if "$" in expanded:
-        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it or edit the spec")
+    # "$$" is a literal "$" (a lone "$" that is no set variable is refused as a likely typo)
+    parts = [os.path.expandvars(part) for part in value.split("$$")]
+    if any("$" in part for part in parts):
+        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it, write a literal $ "
+                        "as $$, or edit the spec")
+    expanded = os.path.expanduser("$".join(parts))
     p = Path(expanded)
     return str(p if p.is_absolute() else (base / p).resolve())
 
@@ -318,6 +330,15 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None, base:
     return spec
 
 
+def _normalize_init_from(train: dict[str, Any], axes: dict[str, list[Any]], base: Path) -> None:
+    """``init_from`` paths made absolute (against ``base``, like [data] paths), in [train] and the axis."""
+    from hpc_unet.transfer.source import normalize
+
+    train["init_from"] = normalize(train["init_from"], base)
+    if "init_from" in axes:
+        axes["init_from"] = [normalize(v, base) for v in axes["init_from"]]
+
+
 def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
     for table in raw:
         if table not in TABLES:
@@ -333,6 +354,8 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
 
     data = {k: v[0] for k, v in DATA_PARAMS.items()}
     for key, value in raw.get("data", {}).items():
+        if key == "train_fraction":
+            continue  # moved to [train] below
         check_value("data", DATA_PARAMS, key, value)
         data[key] = value
     if data["kind"] in ("tiff", "folders"):
@@ -352,6 +375,12 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
         check_value("train", TRAIN_PARAMS, key, value)
         train[key] = value
 
+    if "train_fraction" in raw.get("data", {}):  # the data budget is a row setting (a grid axis): kept in train
+        if "train_fraction" in raw.get("train", {}):
+            raise UserError("train_fraction is set in both [data] and [train]; keep one")
+        check_value("data", {"train_fraction": TRAIN_PARAMS["train_fraction"]}, "train_fraction",
+                    raw["data"]["train_fraction"])
+        train["train_fraction"] = raw["data"]["train_fraction"]
     axes: dict[str, list[Any]] = {}
     replicates = 1
     for key, value in raw.get("grid", {}).items():
@@ -371,6 +400,7 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
         if len(set(map(repr, values))) != len(values):
             raise UserError(f"[grid] {key} lists a value twice ({values}); remove the duplicate")
         axes[key] = values
+    _normalize_init_from(train, axes, base)
     if "seed" in axes and replicates > 1:
         raise UserError("[grid] give either a seed axis or replicates, not both")
 

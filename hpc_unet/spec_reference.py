@@ -22,7 +22,8 @@ MEANINGS: dict[str, str] = {
     "study.description": "free text shown in the report",
     "data.kind": "where the images come from: a TIFF stack pair, folders of image/mask files, or synthetic data",
     "data.images": "image stack (tiff) or folder of images (folders); relative paths resolve against the "
-                   "current directory, $VARS expand",
+                   "current directory, $VARS expand; write a literal $ as $$ (a lone $ naming no set variable "
+                   "is refused)",
     "data.masks": "mask stack or folder matching data.images",
     "data.test_images": "optional held-out test images, scored with the best weights (test_jaccard)",
     "data.test_masks": "masks of data.test_images (set both or neither)",
@@ -71,6 +72,14 @@ MEANINGS: dict[str, str] = {
     "train.device": "where the task trains: auto needs a GPU whenever Slurm/CUDA_VISIBLE_DEVICES allocated one "
                     "(the task fails at once with TensorFlow's reason if it cannot use it); gpu always needs "
                     "one; cpu hides the GPUs",
+    "train.init_from": "start from a trained model's weights (fine-tuning): checked at manifest time (the source's "
+                       "architecture, depth, base filters, channels and batch norm must match); its SHA-256 goes "
+                       "into the manifest and results (docs/transfer.md)",
+    "train.freeze": "with init_from: keep the source's encoder fixed (encoder), or for unfreeze_epoch epochs "
+                    "and then train every layer with a fresh Adam (encoder_then_all)",
+    "train.unfreeze_epoch": "freeze = encoder_then_all: epochs trained with the encoder frozen",
+    "train.train_fraction": "data budget: train on the first ceil(fraction x N) training patches in the split's "
+                            "order (nested across budgets; validation and test unchanged); also accepted in [data]",
     "grid.replicates": "repeat every grid cell with seeds seed, seed+1, ... (not with a seed axis)",
     "grid.<train key>": "any [train] key given as a list of values is an axis: the grid is the product of all axes",
     "slurm.partition": "partition(s), comma-separated",
@@ -88,6 +97,8 @@ MEANINGS: dict[str, str] = {
     "slurm.setup": "shell lines run before each task (module load, conda activate)",
     "slurm.max_array_size": "split arrays into chunks of at most this many tasks (default: the cluster's MaxArraySize)",
     "slurm.timeout_requeues": "times a task that hits its time limit is requeued to resume from its checkpoint",
+    "slurm.then_analyze": "also submit a 1-CPU job that runs collect + analyze when every array has ended "
+                          "(--dependency=afterany); status shows it",
     "policy.on_oom": "after an out-of-memory: only record it, or also skip the same cell's larger batch sizes",
     "hypothesis.id": "short unique name of the claim",
     "hypothesis.claim": "the claim in words, quoted in the report",
@@ -108,6 +119,10 @@ ENV_MEANINGS: dict[str, str] = {
     "CUDA_VISIBLE_DEVICES": "GPUs given to the task (Slurm sets it with SLURM_JOB_GPUS); non-empty and not -1 "
                             "means a GPU was allocated (train device = auto then requires one); device = cpu "
                             "sets it to -1",
+    "HPC_UNET_SITE": "path of the per-user site profile ([slurm] defaults under the spec and the flags); default "
+                     "~/.config/hpc-unet/site.toml, empty: none",
+    "HPC_UNET_USR2_FLAG": "set by the job step wrapper: the file recording a USR2 that arrived before Python "
+                          "could handle it (the task then replays it)",
     "HPC_UNET_LEASE_STALE_S": "seconds without a heartbeat after which an experiment's lease no longer counts",
     "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ log level; hpc-unet sets 3 (errors only) unless already set",
     "SLURM_JOB_ID": "set by Slurm: the job id recorded in results and leases",

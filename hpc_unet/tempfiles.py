@@ -121,7 +121,7 @@ def _owner_alive(stage: Path) -> bool:
 def sweep_shard_temps(study: object, exp_id: str | None = None) -> list[str]:
     """Temporary shard files whose writer is gone: with ``exp_id`` (its lease just taken by this process)
     all of that experiment's; else each one older than its experiment's live lease holder, or with none."""
-    from hpc_unet.dispatch.lease import judge, read_lease
+    from hpc_unet.lease import judge, read_lease
 
     holders: dict[str, float | None] = {}
 

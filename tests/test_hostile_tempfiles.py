@@ -42,7 +42,7 @@ def killed_write(target: Path, age_s: float = 0.0) -> Path:
 
 
 def test_collect_removes_dead_writers_shard_and_results_temps_and_keeps_a_live_holders(tmp_path):
-    from hpc_unet.dispatch.lease import take
+    from hpc_unet.lease import take
     from hpc_unet.results.collect import collect
 
     study = make_study(tmp_path / "s", *SMALL)
@@ -72,7 +72,7 @@ def test_collect_removes_dead_writers_shard_and_results_temps_and_keeps_a_live_h
 
 
 def test_taking_a_lease_removes_the_run_folders_temporaries(tmp_path):
-    from hpc_unet.dispatch.lease import take
+    from hpc_unet.lease import take
 
     study = make_study(tmp_path / "s", *SMALL)
     exp = read_manifest(study)["exp_id"][0]

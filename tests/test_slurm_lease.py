@@ -17,8 +17,8 @@ import pytest
 from conftest import cli
 from test_reliability_helpers import fake_shard, make_study
 
-from hpc_unet.dispatch import lease as lease_mod
-from hpc_unet.dispatch.lease import LeaseHeld, judge, read_lease, read_restarts, take
+from hpc_unet import lease as lease_mod
+from hpc_unet.lease import LeaseHeld, judge, read_lease, read_restarts, take
 from hpc_unet.status.precedence import Evidence, decide, may_prune, should_submit
 from hpc_unet.study import Study, atomic_write_json
 
@@ -139,7 +139,7 @@ def test_concurrent_takers_exactly_one_wins(study: Study, tmp_path: Path) -> Non
 def live_holder(study: Study):
     """A real other process on this host holding the first experiment's lease."""
     exp = exp_ids(study)[0]
-    code = ("import sys, time; from hpc_unet.study import Study; from hpc_unet.dispatch.lease import take; "
+    code = ("import sys, time; from hpc_unet.study import Study; from hpc_unet.lease import take; "
             "l = take(Study.at(sys.argv[1]), sys.argv[2]); l.start_heartbeat(); print('held', flush=True); "
             "time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(study.root), exp], stdout=subprocess.PIPE, text=True)

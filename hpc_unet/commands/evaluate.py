@@ -74,7 +74,9 @@ def submit(args: argparse.Namespace) -> int:
     script = slurm.render_sbatch(folder, opts, 1)
     if args.dry_run:
         print(script)
-        print(f"# the job runs: hpc-unet evaluate {' '.join(job_argv)}")
+        import shlex
+
+        print(f"# the job runs: hpc-unet evaluate {shlex.join(job_argv)}")
         return 0
     slurm.preflight(opts, script)
     from hpc_unet.predict.evaluate import job

@@ -54,10 +54,10 @@ def _summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
     row["schema_version"] = SHARD_SCHEMA_VERSION
     for key in SUMMARY_COLUMNS:
         row.setdefault(key, None)
-    for key in ("val_patch_intersection", "val_patch_union"):
+    for key in ("val_patch_intersection", "val_patch_union", "test_patch_intersection", "test_patch_union"):
         value = row.get(key)
         row[key] = [float(v) for v in value] if value is not None else []
-    for key in ("data_provenance", "phase_seconds"):
+    for key in ("data_provenance", "phase_seconds", "init_source"):
         if isinstance(row.get(key), dict):
             row[key] = json.dumps(row[key], sort_keys=True, default=str)
     return pd.DataFrame([row])

@@ -15,8 +15,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from hpc_unet.dispatch.lease import judge, read_lease, stale_seconds
 from hpc_unet.dispatch.records import latest_tasks
+from hpc_unet.lease import judge, read_lease, stale_seconds
 from hpc_unet.results.shards import (
     HISTORY_SUFFIX,
     attempt_rank,

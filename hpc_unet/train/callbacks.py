@@ -137,8 +137,11 @@ class EpochRecorder(keras.callbacks.Callback):
     before the checkpoint is taken.
     """
 
-    def __init__(self, history: list[dict[str, Any]], on_epoch_done: Callable[[int, bool], None]) -> None:
+    def __init__(self, history: list[dict[str, Any]], on_epoch_done: Callable[[int, bool], None],
+                 epochs: int | None = None) -> None:
         super().__init__()
+        self.epochs = epochs  # the run's epochs, when one fit trains only part of them (fine-tuning phases)
+        self.finished = False
         self.history = history
         self.on_epoch_done = on_epoch_done
         self.diverged: Diverged | None = None
@@ -168,5 +171,6 @@ class EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self.history.append(record)
-        finished = bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"]
+        finished = bool(self.model.stop_training) or epoch + 1 >= (self.epochs or self.params["epochs"])
+        self.finished = finished
         self.on_epoch_done(epoch + 1, finished)

@@ -133,10 +133,6 @@ def judge(holder: dict[str, Any] | None, now: float | None = None, host: str | N
     return LeaseView(True, holder, "held")
 
 
-def lease_view(study: Study, exp_id: str, now: float | None = None) -> LeaseView:
-    return judge(read_lease(study.run_dir(exp_id)), now)
-
-
 def describe(holder: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     age = now - float(holder.get("heartbeat_at", now))

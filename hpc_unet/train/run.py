@@ -436,10 +436,10 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
     progress.update(state="running", epoch=start)
     try:
         for first, last in _segments(row, start, epochs):
+            if recorder.finished or recorder.diverged is not None:
+                break  # early stopping (or a NaN) ended the run in the frozen phase
             if first > start or (first == start and _needs_unfreeze(row, start)):
                 _unfreeze(parts)
-            if recorder.finished or recorder.diverged is not None:
-                break
             keep_best = early.restore_best_weights
             early.restore_best_weights = last == epochs  # a segment's end must not swap in the best weights
             if first > start:  # fit resets the callbacks at its start: carry their state over

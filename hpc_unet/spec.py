@@ -332,11 +332,17 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None, base:
 
 def _normalize_init_from(train: dict[str, Any], axes: dict[str, list[Any]], base: Path) -> None:
     """``init_from`` paths made absolute (against ``base``, like [data] paths), in [train] and the axis."""
-    from hpc_unet.transfer.source import normalize
+    from hpc_unet.transfer.source import label, normalize
 
     train["init_from"] = normalize(train["init_from"], base)
     if "init_from" in axes:
         axes["init_from"] = [normalize(v, base) for v in axes["init_from"]]
+        names: dict[str, str] = {}
+        for value in axes["init_from"]:
+            if names.setdefault(label(value), value) != value:
+                raise UserError(f"[grid] init_from values {names[label(value)]!r} and {value!r} both name their "
+                                f"experiments 'init{label(value)}'; name runs ('<study>:<experiment id>') or "
+                                "files instead, or split the grid into two studies")
 
 
 def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:

@@ -281,3 +281,80 @@ def test_status_and_collect_agree_on_damaged_shards_after_a_collect(tmp_path):
         assert ids[0] in report["missing"]
         row = next(r for r in status["experiments"] if r["exp_id"] == ids[0])
         assert row["state"] != "completed" and summary.name in row["error"]
+
+
+# --------------------------------------------------------------------------- bad data found early and first
+
+
+def _tiff_study(root: Path, truncate: bool) -> tuple:
+    """A study on a real TIFF stack pair; with ``truncate`` the image stack is cut to half its bytes (as
+    a copy interrupted by a full quota leaves it)."""
+    import numpy as np
+    import tifffile
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images, masks = root / "img.tif", root / "gt.tif"
+    tifffile.imwrite(images, rng.integers(0, 255, (4, 64, 64), dtype=np.uint8), photometric="minisblack")
+    tifffile.imwrite(masks, (rng.random((4, 64, 64)) > 0.7).astype(np.uint8) * 255, photometric="minisblack")
+    if truncate:
+        data = images.read_bytes()
+        images.write_bytes(data[: len(data) // 2])
+    study = make_study(root / "s", *SMALL, "data.kind='tiff'", f"data.images='{images}'",
+                       f"data.masks='{masks}'", "train.device='cpu'")
+    return study, images
+
+
+def test_submit_dry_run_refuses_the_data_a_real_submit_refuses(tmp_path, capsys):
+    study, images = _tiff_study(tmp_path / "d", truncate=True)
+    before = snapshot(study.root)
+    capsys.readouterr()
+    assert cli("submit", "--study", study.root, "--dry-run") == 2
+    one_error_line(capsys, str(images))
+    assert snapshot(study.root) == before  # nothing cached, nothing recorded
+
+
+def test_submit_dry_run_passes_good_data_and_writes_nothing(tmp_path, capsys):
+    study, _ = _tiff_study(tmp_path / "d", truncate=False)
+    before = snapshot(study.root)
+    assert cli("submit", "--study", study.root, "--dry-run", "--executor", "local") == 0
+    assert snapshot(study.root) == before
+
+
+def test_train_on_a_truncated_tiff_says_so_on_the_first_stderr_line(tmp_path):
+    study, images = _tiff_study(tmp_path / "d", truncate=True)
+    from hpc_unet.manifest import read_manifest
+
+    exp = read_manifest(study)["exp_id"][0]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # TensorFlow's noise as a user sees it
+    proc = subprocess.run([sys.executable, "-m", "hpc_unet.cli", "train", "--study", str(study.root),
+                           "--experiment", exp], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("hpc-unet train: error:") and str(images) in first, proc.stderr
+
+
+def test_status_table_names_the_damaged_shards(tmp_path):
+    from test_reliability_helpers import fake_shard
+
+    from hpc_unet.manifest import read_manifest
+
+    study = make_study(tmp_path / "s", *SMALL)
+    exp = read_manifest(study)["exp_id"][0]
+    fake_shard(study, exp, 1)
+    summary = next(study.shards_dir.glob("*.summary.parquet"))
+    _truncate(summary)
+    exe = str(Path(sys.executable).with_name("hpc-unet"))
+    out = subprocess.run([exe, "status", "--study", str(study.root)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "400"})
+    assert out.returncode == 0 and "damaged shards (1" in out.stdout and summary.name in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("sub", ["", "inner"])
+def test_data_synth_out_through_a_file_is_a_user_error(tmp_path, capsys, sub):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    out = target / sub if sub else target
+    assert cli("data", "synth", "--out", out, "--slices", "1", "--height", "8", "--width", "8") == 2
+    line = one_error_line(capsys, str(out))
+    assert "free space" not in line and target.read_text() == "x"

@@ -89,7 +89,8 @@ def assert_same_as_reference(root: Path, reference, results: pd.DataFrame, histo
     assert row["status"] == "completed"
     for key in SAME:
         assert row[key] == ref_summary[key], key
-    pd.testing.assert_frame_equal(history[METRICS].reset_index(drop=True), ref_history[METRICS].reset_index(drop=True))
+    pd.testing.assert_frame_equal(history[METRICS].reset_index(drop=True), ref_history[METRICS].reset_index(drop=True),
+                                  check_exact=True)
     assert history["attempt_id"].nunique() == 1 and history["attempt_id"].iloc[0] == row["attempt_id"]
     for a, b in zip(weights(root), ref_weights, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -100,7 +100,9 @@ def test_heartbeat_refreshes_while_held(study: Study, monkeypatch: pytest.Monkey
     lease = take(study, exp)
     lease.start_heartbeat()
     first = read_lease(study.run_dir(exp))["heartbeat_at"]
-    time.sleep(0.6)
+    deadline = time.monotonic() + 30  # a bounded wait for the next beat (0.1 s apart), not a fixed sleep
+    while read_lease(study.run_dir(exp))["heartbeat_at"] == first and time.monotonic() < deadline:
+        time.sleep(0.02)
     view = judge(read_lease(study.run_dir(exp)))
     assert view.live and view.holder["heartbeat_at"] > first
     lease.end()
@@ -116,7 +118,11 @@ def _contend(root: str, exp: str, start: float, out: str) -> None:
         Path(out).write_text("refused")
         return
     Path(out).write_text("won")
-    time.sleep(1.5)  # hold it while the others try
+    # hold it until every other taker has tried (a late starter on a loaded machine must still find it held)
+    deadline = time.monotonic() + 30
+    while sum(p.read_text() == "refused" for p in Path(out).parent.glob("taker*")) < 5 \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
     lease.end()
 
 

@@ -367,6 +367,11 @@ def test_preemption_storm(storm: Storm, tmp_path: Path) -> None:
     resumed = results[results["resumed_from_epoch"] > 0]
     assert len(resumed) and (resumed["resumed_from_attempt"] != "").all()
     assert s.lost_seen and s.lost_seen <= s.may_be_lost | set(s.collateral)
+    # that holds by construction (status() files each unexplained loss under collateral once Slurm says its
+    # task ended); what must not hold: a task Slurm records as COMPLETED whose experiment is lost (it exited
+    # 0 without a result shard: work lost by hpc-unet, not by the storm)
+    completed_but_lost = {e: w for e, w in s.collateral.items() if w.split("|")[0] == "COMPLETED"}
+    assert not completed_but_lost, completed_but_lost
     assert s.cut_ranges, "no pending range longer than squeue's 30 characters was seen"
     report = ok(hpc("collect", "--study", s.root))
     assert "36 completed of 36" in report

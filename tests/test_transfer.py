@@ -194,3 +194,15 @@ def test_data_nuclei_splits_the_wheel_image_into_train_and_test(tmp_path):
     assert (note["nuclei_train"], note["nuclei_test"]) == (1, 1)
     assert (out / "LICENSE-stardist.txt").read_text().startswith("BSD 3-Clause")
     assert cli("data", "nuclei", "--wheel", tmp_path / "img2d.tif", "--out", tmp_path / "bad") == 2
+
+
+def test_a_source_changed_after_manifest_is_refused_by_the_task(source, tmp_path):
+    from hpc_unet.errors import UserError
+    from hpc_unet.train.finetune import load_source_weights
+    from hpc_unet.transfer.source import sha256_file
+
+    model = source / "runs" / SOURCE_EXP / "model" / "best.keras"
+    with pytest.raises(UserError, match="changed since `hpc-unet manifest`"):
+        load_source_weights(None, {"init_path": str(model), "init_sha256": "0" * 64, "init_from": "x"})
+    with pytest.raises(UserError, match="is gone"):
+        load_source_weights(None, {"init_path": str(tmp_path / "no.keras"), "init_sha256": sha256_file(model)})

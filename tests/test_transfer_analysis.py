@@ -131,3 +131,19 @@ def test_followup_ensemble_writes_top_k_configurations_by_seeds(tmp_path):
     for spec in specs:
         grid = tomllib.loads(spec.text)["grid"]
         assert grid["replicates"] == 2 and len(grid["learning_rate"]) == 1 and len(grid["batch_size"]) == 1
+
+
+def test_two_sources_with_the_same_id_part_are_refused(tmp_path):
+    from hpc_unet.errors import UserError
+    from hpc_unet.spec import validate_spec
+    from hpc_unet.transfer.source import label
+
+    assert [label(v) for v in ("none", "/a/s:best", "/a/s:best:UNet", "/a/s:unet-lr1e-03-bs8-s0",
+                               "/a/s/runs/unet-x-s1/model/best.keras", "/m/My Model.keras")] == \
+        ["scratch", "best", "best-unet", "unet-lr1e-03-bs8-s0", "unet-x-s1", "my-model"]
+    raw = {"data": {"kind": "synthetic", "patch_size": 32}, "train": {"depth": 2},
+           "grid": {"init_from": ["none", "a:best", "b:best"]}}
+    with pytest.raises(UserError, match="both name their experiments 'initbest'"):
+        validate_spec(raw, base=tmp_path)
+    raw["grid"]["init_from"] = ["none", "a:best", "b:best:UNet"]
+    assert validate_spec(raw, base=tmp_path).axes["init_from"][1] == f"{tmp_path / 'a'}:best"

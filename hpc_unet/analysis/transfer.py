@@ -229,7 +229,9 @@ def analyze_transfer(data: StudyData, n_boot: int = 2000) -> Transfer | None:
     for start, grp in differences.groupby("start"):
         facts["sources"][start] = {"stops_helping_at": stops_helping(grp),
                                    "helps_at": [float(b) for b, v in zip(grp["train_fraction"], grp["verdict"],
-                                                                         strict=True) if v == "helps"]}
+                                                                         strict=True) if v == "helps"],
+                                   "hurts_at": [float(b) for b, v in zip(grp["train_fraction"], grp["verdict"],
+                                                                         strict=True) if v == "hurts"]}
     png, svg = _figure(table, metric)
     return Transfer(table=table, differences=differences, facts=facts, png=png, svg=svg)
 
@@ -307,14 +309,15 @@ def transfer_blocks(bundle: Any) -> list[tuple]:
                                               strict=True)]})
     lines = []
     for start, fact in facts.get("sources", {}).items():
-        stop = fact["stops_helping_at"]
-        helps = ", ".join(f"{b:g}" for b in fact["helps_at"]) or "no budget"
-        if stop is None:
-            lines.append(f"{start} beats scratch at budget(s) {helps}, the largest included: it still helps with "
-                         "all the data tested")
+        stop, helps = fact["stops_helping_at"], ", ".join(f"{b:g}" for b in fact["helps_at"])
+        hurts = ", ".join(f"{b:g}" for b in fact.get("hurts_at", []))
+        if not helps:
+            text = f"{start} does not beat scratch at any budget (no difference interval lies above 0)"
+        elif stop is None:
+            text = f"{start} beats scratch at budget(s) {helps}, the largest included: it helps with all the data tested"
         else:
-            lines.append(f"{start} beats scratch (95 % interval of the difference above 0) at budget(s) {helps}; "
-                         f"from budget {stop:g} on it does not")
+            text = f"{start} beats scratch at budget(s) {helps}; from budget {stop:g} on it stops helping"
+        lines.append(text + (f"; it is worse than scratch at budget(s) {hurts}" if hurts else ""))
     if not facts.get("zero_shot") and metric == TEST_METRIC:
         lines.append("no zero-shot score of the source found: run `hpc-unet evaluate --model SOURCE.keras --data "
                      "THIS_SPEC.toml --out STUDY/analysis/evaluate` for the budget-0 point")

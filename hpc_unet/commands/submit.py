@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if executor == "slurm" and not args.dry_run:
         slurm.preflight(options, slurm.render_sbatch(study.jobs_dir / "slurm", options, len(planned)))
+    if args.dry_run:  # the data a real submit would refuse, refused now (read in memory, nothing written)
+        from hpc_unet.data.prepare import check_study_data
+
+        check_study_data(study)
     if getattr(args, "preflight", False) and not args.dry_run:
         from hpc_unet.dispatch.preflight import preflight_line, run_preflight
 

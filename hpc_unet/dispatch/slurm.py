@@ -299,6 +299,7 @@ def describe_sources(opts: dict[str, Any], sources: dict[str, str]) -> list[str]
             continue
         value = opts.get(key)
         shown = "(not set: the cluster's default)" if value is None else json.dumps(value)
+        shown += " minutes" if key == "time" and value is not None else ""
         lines.append(f"# {key} = {shown}  <- {sources.get(key, 'default')}")
     for key, value in (opts.get("sbatch") or {}).items():
         lines.append(f"# sbatch.{key} = {json.dumps(value)}  <- {sources.get(f'sbatch.{key}', 'default')}")

@@ -40,6 +40,7 @@ from hpc_unet.results.shards import (
     summary_files,
 )
 from hpc_unet.study import Study, atomic_write, atomic_write_json
+from hpc_unet.tempfiles import sweep
 
 if TYPE_CHECKING:  # imported where used: an unchanged collect needs neither
     import pandas as pd
@@ -287,6 +288,7 @@ def collect(study: Study) -> CollectReport:
         with open(study.results_dir / ".collect.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                sweep(study.results_dir)  # collects take turns on this lock: temporaries here are dead ones'
                 previous = _unchanged(study)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -297,6 +299,7 @@ def collect(study: Study) -> CollectReport:
     with open(study.results_dir / ".collect.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            sweep(study.results_dir)
             return _collect(study)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -257,9 +257,10 @@ def _record_end(progress: Progress, **fields: Any) -> None:
 def _classify(exc: BaseException) -> str | None:
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return None
-    from hpc_unet.train.callbacks import Diverged
+    import sys
 
-    if isinstance(exc, Diverged):
+    callbacks = sys.modules.get("hpc_unet.train.callbacks")  # not imported yet: no Diverged (and no Keras
+    if callbacks is not None and isinstance(exc, callbacks.Diverged):  # import to print its noise after bad data)
         return "diverged"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
         return "oom"
@@ -435,10 +436,10 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
     progress.update(state="running", epoch=start)
     try:
         for first, last in _segments(row, start, epochs):
+            if recorder.finished or recorder.diverged is not None:
+                break  # early stopping (or a NaN) ended the run in the frozen phase
             if first > start or (first == start and _needs_unfreeze(row, start)):
                 _unfreeze(parts)
-            if recorder.finished or recorder.diverged is not None:
-                break
             keep_best = early.restore_best_weights
             early.restore_best_weights = last == epochs  # a segment's end must not swap in the best weights
             if first > start:  # fit resets the callbacks at its start: carry their state over
@@ -531,16 +532,16 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     caller, which writes the failure shard when this raises."""
     phases = _Phases()
     state["phase_seconds"] = phases
-    _select_device(row, study)
-    configure_tensorflow(row)
     from hpc_unet.data import prepare_for_row
-
-    phases.mark("import")
     from hpc_unet.data.budget import apply_budget
 
+    # NumPy only, before TensorFlow starts: a bad data file is the first line a user sees
     data = apply_budget(prepare_for_row(row, study), float(row.get("train_fraction", 1.0)))
     phases.mark("data")
     state["data_provenance"] = data.provenance
+    _select_device(row, study)
+    configure_tensorflow(row)
+    phases.mark("import")
     bundle = load_latest(study.run_dir(row["exp_id"]) / "checkpoint")
     parts = _build(row, study, data, state, start=bundle.epoch if bundle is not None else 0, fresh=bundle is None)
     phases.mark("build")

@@ -79,7 +79,10 @@ FIT = """() => {
     return true;
   }).map(e => e.tagName + '.' + e.className);
   const images = [...document.images];
-  return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, wide: wide.slice(0, 5),
+  // the report's own tables must fit their box at 1280 px (no columns hidden off to the side)
+  const clipped = [...document.querySelectorAll('div.scroll > table.t')].filter(
+    t => t.parentElement.scrollWidth > t.parentElement.clientWidth + 1).map(t => t.rows[0].innerText.slice(0, 40));
+  return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, wide: wide.slice(0, 5).concat(clipped),
           images: images.length, broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)};
 }"""
 
@@ -112,10 +115,16 @@ def test_run_table_sorts_filters_and_opens_a_run_page_with_its_curve(browser, re
     all_rows = _rows(page)
     assert len(all_rows) == 36
     order = header.locator("button.dtcc-button_order")  # the column's sort button
+    sorted_as = "(th, want) => th.getAttribute('aria-sort') === want"
     order.click()
+    page.wait_for_function(f"({sorted_as})(document.querySelectorAll('table.dataTable thead th')[{col}], "
+                           "'ascending')", timeout=10_000)
     values = [float(r[col]) for r in _rows(page) if r[col]]
     assert values == sorted(values) and len(values) == 35 and values != [float(r[col]) for r in all_rows if r[col]]
+    page.wait_for_timeout(600)  # two quick clicks would be one double click
     order.click()  # second click: descending
+    page.wait_for_function(f"({sorted_as})(document.querySelectorAll('table.dataTable thead th')[{col}], "
+                           "'descending')", timeout=10_000)
     values = [float(r[col]) for r in _rows(page) if r[col]]
     assert values == sorted(values, reverse=True) and len(values) == 35  # the oom run has no score
     page.fill(".dt-search input", "Attention_ResUNet")
@@ -138,10 +147,13 @@ def test_the_checks_can_fail(browser, tmp_path):
     """A broken image, an element wider than the window and a request to the network are all caught."""
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><img alt='gone' src='missing.png'><div style='width:2000px'>wide</div>"
-                   "<script src='http://127.0.0.1:9/x.js'></script></body></html>")
+                   "<div class='scroll' style='overflow-x:auto;width:300px'><table class='t'><tr><td style="
+                   "'white-space:nowrap'>a table row much wider than its 300 px box, so columns hide</td></tr>"
+                   "</table></div><script src='http://127.0.0.1:9/x.js'></script></body></html>")
     page = _open(browser, bad)
     fit = page.evaluate(FIT)
-    assert len(fit["broken"]) == 1 and fit["scrollWidth"] > 1280 and fit["wide"]
+    assert len(fit["broken"]) == 1 and fit["scrollWidth"] > 1280
+    assert fit["wide"][0] == "DIV." and fit["wide"][1].startswith("a table row much wider")
     assert page.outside == ["http://127.0.0.1:9/x.js"]
 
 

@@ -26,6 +26,7 @@ from hpc_unet.study import atomic_write_text
 
 IMAGE_BUDGET = 40 * 2**20  # bytes of patch PNGs in one report
 GALLERY_PATCHES = 4
+SHARED_SETTINGS_PAGES = 1000  # up to this many runs, each run page also lists the settings every run shares
 RESPONSES = {"anova_jaccard": "Jaccard", "anova_stability": "stability", "anova_oscillation": "oscillation"}
 
 
@@ -145,13 +146,17 @@ def render_explore(data: StudyData, bundle: Any, title: str, explore: Path) -> d
     if history is not None and not history.empty:
         by_run = {str(k): g for k, g in history.sort_values(["exp_id", "epoch"], kind="stable").groupby("exp_id")}
     logs = run_page.log_index(data.study.jobs_dir)
+    from hpc_unet.dispatch.records import latest_tasks
+
+    tasks = latest_tasks(data.study)  # the job of each run when its result has none (local tasks)
     for k, row in enumerate(records.values()):
         exp_id = str(row["exp_id"])
         note = notes.get(exp_id, "No scored patches stored for this run (it did not complete, or it was trained "
                                  "by a version that stored none).")
         files[f"runs/{exp_id}.html"] = run_page.render(
             row, by_run.get(exp_id), all_settings, labels.iloc[k], images.get(exp_id), note,
-            logs.get(str(row.get("job_id", "")), {}), data.study.root, explore)
+            logs.get(str(row.get("job_id") or tasks.get(exp_id, {}).get("job_id", "")), {}), data.study.root, explore,
+            inline_shared=len(runs) <= SHARED_SETTINGS_PAGES)
 
     frame = run_frame(runs, varying)
     files["runs.html"] = runs_page.render(runs, frame, varying, constant, primary, set(runs["exp_id"].astype(str)),

@@ -125,7 +125,7 @@ def legend() -> str:
 
 def render(row: dict[str, Any], hist: pd.DataFrame | None, settings: tuple[list[str], list[str]], label: str,
            images: list[tuple[str, str]] | None, patch_note: str, log: dict[str, Path], study_root: Path,
-           explore: Path) -> str:
+           explore: Path, inline_shared: bool = True) -> str:
     exp_id = str(row["exp_id"])
     parts = [f"<h1>{esc(exp_id)}</h1>"]
     badge = (f" <span class='badge {re.sub('[^a-z]+', '-', label)}'>{esc(label)}</span>" if label else "")
@@ -152,8 +152,12 @@ def render(row: dict[str, Any], hist: pd.DataFrame | None, settings: tuple[list[
     varying, shared = settings
     parts.append("<div class='two'><div><h2>Settings</h2>")
     parts.append(kv_table((c.replace("_", " "), setting_text(c, row.get(c, ""))) for c in varying))
-    parts.append(f"<p>The {len(shared)} settings shared by every run are listed on <a href='../runs.html'>the run "
-                 "table's page</a>.</p>")
+    if len(shared) and inline_shared:
+        parts.append(f"<details><summary>{len(shared)} settings shared by every run</summary>")
+        parts.append(kv_table((c.replace("_", " "), setting_text(c, row.get(c, ""))) for c in shared) + "</details>")
+    elif len(shared):
+        parts.append(f"<p>The {len(shared)} settings shared by every run are listed on <a href='../runs.html'>the "
+                     "run table's page</a>.</p>")
     parts.append("</div><div><h2>Provenance</h2>")
     parts.append(kv_table((c.replace("_", " "), _parsed(row[c])) for c in PROVENANCE
                           if c in row and _present(row[c])) + "</div></div>")

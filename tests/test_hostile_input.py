@@ -104,18 +104,21 @@ def test_collect_into_a_pipe_closed_early_is_quiet(tmp_path):
     write (the case that raced in 3 of 6 runs). Either way: no message, exit 0 or 141 (SIGPIPE style)."""
     study = _collected_study(tmp_path / "s")
     exe = str(Path(sys.executable).with_name("hpc-unet"))
-    for _ in range(4):
-        proc = subprocess.run(["bash", "-c", f'"{exe}" collect --study "{study.root}" | head -1; '
-                               'echo "rc=${PIPESTATUS[0]}" >&2'], capture_output=True, text=True, timeout=120)
-        assert proc.stdout.startswith("collected"), proc
-        assert proc.stderr.strip() in ("rc=0", "rc=141"), proc.stderr
-    for _ in range(3):
-        proc = subprocess.Popen([exe, "collect", "--study", str(study.root)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        proc.stdout.close()  # the reader is gone before the command writes anything
-        err = proc.stderr.read().decode()
-        assert proc.wait(timeout=120) in (0, 141), err
-        assert err == "", err
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout flushed at exit
+    for env in (buffered, {**buffered, "PYTHONUNBUFFERED": "1"}):  # every print written at once
+        for _ in range(3):
+            proc = subprocess.run(["bash", "-c", f'"{exe}" collect --study "{study.root}" | head -1; '
+                                   'echo "rc=${PIPESTATUS[0]}" >&2'], capture_output=True, text=True, timeout=120,
+                                  env=env)
+            assert proc.stdout.startswith("collected"), proc
+            assert proc.stderr.strip() in ("rc=0", "rc=141"), proc.stderr
+        for _ in range(3):
+            proc = subprocess.Popen([exe, "collect", "--study", str(study.root)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env)
+            proc.stdout.close()  # the reader is gone before the command writes anything
+            err = proc.stderr.read().decode()
+            assert proc.wait(timeout=120) in (0, 141), err
+            assert err == "", err
 
 
 # ------------------------------------------------------------------------- outputs never overwrite inputs

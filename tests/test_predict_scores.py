@@ -140,3 +140,20 @@ def test_paired_difference_matches_scipy_paired_bootstrap():
     lo, hi = res.confidence_interval
     assert d["ci"][0] == pytest.approx(lo, abs=0.1 * (hi - lo)) and d["ci"][1] == pytest.approx(hi, abs=0.1 * (hi - lo))
     assert scores.paired_difference(base[:1], base[:1]) == {"diff": 0.0, "ci": [0.0, 0.0]}
+
+
+def test_paired_difference_edges_empty_unions_two_units_and_seeds():
+    empty, half, miss, whole = [0, 0, 0], [1, 2, 1], [0, 1, 0], [1, 1, 1]
+    # an empty union scores 1 (nothing to find, nothing found); a union of one missed pixel scores 0
+    assert scores.paired_difference(np.array([empty] * 3), np.array([half] * 3))["diff"] == pytest.approx(0.5)
+    assert scores.paired_difference(np.array([miss] * 3), np.array([whole] * 3)) == {"diff": -1.0,
+                                                                                     "ci": [-1.0, -1.0]}
+    two = scores.paired_difference(np.array([whole, miss]), np.array([miss, miss]), n=400)
+    assert two["diff"] == pytest.approx(0.5) and two["ci"][0] < two["ci"][1]  # two units are resampled
+    a = np.array([scores.counts(t, p) for t, p in random_images(12, seed=1)], float)
+    b = a * [0.9, 1, 1]
+    assert scores.paired_difference(a, b, seed=4) == scores.paired_difference(a, b, seed=4)
+    assert scores.paired_difference(a, b, seed=4)["ci"] != scores.paired_difference(a, b, seed=5)["ci"]
+    assert scores.bootstrap(a, seed=4) == scores.bootstrap(a, seed=4) != scores.bootstrap(a, seed=5)
+    ci = scores.bootstrap(np.array([empty, empty]))
+    assert ci == {"iou": [1.0, 1.0], "dice": [1.0, 1.0]}

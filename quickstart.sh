@@ -47,9 +47,10 @@ case ${1:-} in
         started=""
         if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
             bash slurm/install.sh
-            # headless Chromium for the report test (tests/test_analysis_report_browser.py; skipped without it)
-            command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
-                || echo "quickstart: could not install chromium; the report browser test will be skipped"
+            # headless Chromium for the report's browser test (tests/test_analysis_report_browser.py, driven by
+            # playwright from the test extra; it fails under CI=true without the browser, skips elsewhere)
+            command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -q chromium; } || echo "quickstart: could not install chromium; the report browser test cannot run"
             bash slurm/start.sh && started=1
             trap 'bash slurm/stop.sh' EXIT
         else

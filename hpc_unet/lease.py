@@ -240,6 +240,10 @@ def take(study: Study, exp_id: str, attempt: int = 0) -> Lease:
                 "host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()),
                 "attempt": attempt, "token": secrets.token_hex(8), "taken_at": now, "heartbeat_at": now}
         atomic_write_json(run_dir / LEASE_FILE, data)
+    from hpc_unet.tempfiles import sweep_run_dir, sweep_shard_temps
+
+    sweep_run_dir(run_dir)  # the only live holder now: temporaries in its folders are dead writers'
+    sweep_shard_temps(study, exp_id)
     return Lease(run_dir, data, restarts)
 
 

@@ -188,12 +188,12 @@ def test_oom_policy_skip_larger_batches(tmp_path, capsys):
 
 
 def test_real_nan_loss_is_recorded_as_diverged(tmp_path, capsys):
-    root = make_study(tmp_path / "s", "grid.learning_rate=[1e6]", "grid.batch_size=[8]",
+    root = make_study(tmp_path / "s", "grid.learning_rate=[10.0]", "grid.batch_size=[8]",
                       "grid.architecture=['UNet']", "train.epochs=3", "train.clipnorm=0").root
-    first = submit(root)  # lr 1e6 without clipping: the loss is NaN within the first epoch (checked)
+    first = submit(root)  # lr 10 (the bound) without clipping: the loss is NaN within the first epoch (checked)
     assert first.returncode == 1
     report, results, history = collected(root, capsys)
-    row = results.loc["unet-lr1e+06-bs8-s0"]
+    row = results.loc["unet-lr1e+01-bs8-s0"]
     assert row["status"] == "diverged" and row["diverged_epoch"] == 1 and "not finite" in row["error_message"]
     assert row["epochs_run"] == 0 and history.empty
     assert "nothing to submit" in submit(root).stdout  # not rerun without --retry-failed

@@ -175,7 +175,7 @@ def test_executor_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
                                                  "sbatch": {"mail-type": "END"}})
     assert ex.max_num_timeout == 5
     assert ex.parameters["time"] == 20 and ex.parameters["gres"] == "gpu:a40:1"
-    assert ex.parameters["additional_parameters"] == {"mail-type": "END"}
+    assert ex.parameters["additional_parameters"] == {"mail-type": "END", "requeue": True}
 
 
 @pytest.mark.parametrize(("n", "size", "chunks"), [

@@ -295,7 +295,7 @@ class Storm:
             queue = _sh("squeue", "-h", "-r", "-t", "all", "-o", "%F|%K|%T").stdout.split()
             mine = {r.split("|")[0] for r in queue} & self.arrays()
             live = [r for r in queue if r.split("|")[0] in mine and r.split("|")[2] in LIVE]
-            if len(completed) == 36 and not live:
+            if len(completed) == len(self.all_exps()) and not live:
                 return self.status("after the storm")
             if time.monotonic() - last > 20:
                 self.status("storm winding down")

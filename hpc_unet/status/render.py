@@ -139,6 +139,11 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
     if lost:
         parts.append(Text(f"lost (the job ended, no result): {', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}"
                           " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
+    damaged = summary.get("unreadable") or []
+    if damaged:  # the files collect reports unreadable, named the same way here
+        parts.append(Text(f"damaged shards ({len(damaged)}, collect skips them): {', '.join(damaged[:4])}"
+                          f"{' ...' if len(damaged) > 4 else ''} -- remove them; `hpc-unet submit` reruns "
+                          "experiments left without a result", style="bold red"))
     causes = [r for r in rows if r["state"] in ("failed", "oom", "diverged") and r.get("error")]
     for r in causes[:8]:  # the cause each task recorded (e.g. an allocated GPU TensorFlow cannot use)
         parts.append(Text(f"{r['exp_id']}: {r['error']}", style="red"))

@@ -157,3 +157,18 @@ def test_paired_difference_edges_empty_unions_two_units_and_seeds():
     assert scores.bootstrap(a, seed=4) == scores.bootstrap(a, seed=4) != scores.bootstrap(a, seed=5)
     ci = scores.bootstrap(np.array([empty, empty]))
     assert ci == {"iou": [1.0, 1.0], "dice": [1.0, 1.0]}
+
+
+def test_bootstrap_draws_every_unit_and_summarize_is_seeded():
+    # only unit 0 overlaps: a resampling that never drew it would give an interval of [0, 0]
+    ci = scores.bootstrap(np.array([[5, 5, 5], [0, 5, 5], [0, 5, 5]], float), n=500)
+    assert ci["iou"][1] > 0.3 and ci["dice"][1] > 0.4
+    images = random_images(4, seed=9)  # fewer than MIN_UNITS: blocks are the unit
+    rows = [scores.image_row(str(k), t, p) for k, (t, p) in enumerate(images)]
+    blocks = np.concatenate([scores.block_counts(t, p, 4) for t, p in images])
+    first = scores.summarize(rows, blocks, seed=3)
+    assert first == scores.summarize(rows, blocks, seed=3) and first["interval_unit"] == "block"
+    assert first["interval_units"] == len(blocks)
+    assert first["iou_ci"] != scores.summarize(rows, blocks, seed=4)["iou_ci"]
+    none = scores.summarize([], np.zeros((0, 3)))
+    assert np.isnan(none["mean_image_iou"]) and none["images"] == 0

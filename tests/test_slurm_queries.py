@@ -189,3 +189,13 @@ def test_squeue_task_column_forms():
     assert clean and found["90"].state == "RUNNING"
     assert {k: v.state for k, v in found.items() if k.startswith("91")} == dict.fromkeys(["91_3", "91_4", "91_5"],
                                                                                           "PENDING")
+
+
+def test_odd_parts_blank_lines_and_unwanted_rows():
+    from hpc_unet.status.slurm_state import _parse_rows, expand_row_id, parse_squeue
+
+    assert expand_row_id("90_[x,3,y-z,5-6]") == ["90_3", "90_5", "90_6"]  # an odd part is passed over, not fatal
+    found, clean = parse_squeue("\n  \n90|1|RUNNING|vm|0:01\n", {"90_1"})
+    assert clean and found["90_1"].state == "RUNNING"  # blank lines are no answer and stop nothing
+    rows = _parse_rows("90_1|RUNNING|(Priority)|00:00:01\n91_0|FAILED|vm|00:00:01\n", {"90_1"}, "sacct", 2, 3)
+    assert set(rows) == {"90_1"} and rows["90_1"].node == ""  # only the ids asked about; "(...)" is no node

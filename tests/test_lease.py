@@ -150,3 +150,55 @@ def test_current_restarts_is_the_held_lease_s_count(study):
 def test_pid_start_of_a_gone_process_is_empty():
     assert lease_mod._pid_start(2**22 + 7) == ""
     assert lease_mod._pid_start(os.getpid()) == proc_start(os.getpid())
+
+
+def test_a_reused_pid_on_this_host_is_a_gone_holder(study):
+    now = time.time()
+    me = {"state": "held", "job_id": "", "host": "here", "pid": os.getpid(), "heartbeat_at": now}
+    assert judge({**me, "pid_start": proc_start(os.getpid())}, now=now, host="here").live
+    assert judge({**me, "pid_start": "1"}, now=now, host="here").why == "holder gone"  # same pid, other process
+    assert judge({**me, "pid_start": ""}, now=now, host="here").live  # start unknown: not provably gone
+    assert judge({**me, "pid": "not a pid"}, now=now, host="here").live  # unreadable pid: not provably gone
+
+
+def test_a_heartbeat_survives_a_transient_error_and_stops_with_end(study, monkeypatch, capsys):
+    monkeypatch.setenv(lease_mod.ENV_STALE, "0.4")  # a beat every 0.1 s
+    for var in ("SLURM_JOB_ID", "SUBMITIT_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    lease = take(study, "e1")
+    assert lease.data["job_id"] == ""
+    real, failures = lease._refresh, []
+
+    def flaky():
+        if not failures:
+            failures.append(1)
+            raise OSError("stale NFS handle")
+        return real()
+
+    lease._refresh = flaky
+    first = lease.data["heartbeat_at"]
+    lease.start_heartbeat()
+    deadline = time.monotonic() + 30
+    while read_lease(study.run_dir("e1"))["heartbeat_at"] == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert failures and read_lease(study.run_dir("e1"))["heartbeat_at"] > first and not lease.lost
+    lease.end()
+    assert not lease._thread.is_alive() and read_lease(study.run_dir("e1")) is None
+    assert capsys.readouterr().err == ""
+
+
+def test_the_messages_say_what_happened(study, monkeypatch, capsys):
+    from hpc_unet.lease import LeaseHeld
+
+    monkeypatch.delenv(lease_mod.ENV_STALE, raising=False)
+    take(study, "e1")
+    with pytest.raises(LeaseHeld, match=r"this task exits without training it and writes no shard \(the lease "
+                                        r"is stale after 180 s without a heartbeat\)$"):
+        take(study, "e1")
+    monkeypatch.setenv(lease_mod.ENV_STALE, "0.4")
+    lease = take(study, "e2")
+    lease.start_heartbeat()
+    atomic_write_json(study.run_dir("e2") / "lease.json", {**lease.data, "token": "someone else"})
+    lease._thread.join(timeout=30)
+    assert capsys.readouterr().err == ("hpc-unet: lease of e2 was taken over by another task (this one looked "
+                                       "stale); the heartbeat stops\n")

@@ -392,7 +392,8 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> Differ
 def _patch_sets(runs: pd.DataFrame, per_hour: bool) -> list[tuple[np.ndarray, np.ndarray, float]] | None:
     """(I, U, divisor) per run, or None when a run lacks patch lists (or time, for per-hour scores)."""
     out = []
-    for row in runs.to_dict("records"):
+    cols = [c for c in ("val_patch_intersection", "val_patch_union", "total_train_seconds") if c in runs.columns]
+    for row in runs[cols].to_dict("records"):
         patches = patch_arrays(row)
         hours = float(row.get("total_train_seconds", math.nan)) / 3600.0 if per_hour else 1.0
         if patches is None or not (math.isfinite(hours) and hours > 0):

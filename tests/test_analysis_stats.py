@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
@@ -164,3 +165,59 @@ def test_marginal_means_use_the_anova_error_term():
     assert len(lr) == 4 and lr["ci_method"].str.startswith("ANOVA MSE t").all()
     fallback = stats.marginal_means(runs, "best_val_jaccard", None)
     assert fallback["ci_method"].str.startswith("t over").all()
+
+
+# --------------------------------------------- exact values from scipy or by hand (issue 21's survivors)
+def test_t_interval_uses_n_minus_1_degrees_of_freedom():
+    from scipy import stats as sps
+
+    x = np.array([0.61, 0.66, 0.64, 0.70])
+    mean, lo, hi = stats.t_interval(x)
+    ref = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert mean == pytest.approx(x.mean()) and (lo, hi) == pytest.approx(ref, rel=1e-12)
+    assert all(math.isnan(v) for v in stats.t_interval(x[:1])[1:])
+
+
+def test_marginal_mean_interval_is_95_percent_with_the_anova_error_term():
+    from scipy import stats as sps
+
+    frame = pd.DataFrame({"architecture": ["UNet"] * 4, "learning_rate": [1e-3, 1e-3, 5e-3, 5e-3],
+                          "batch_size": [8] * 4, "y": [0.5, 0.7, 0.2, 0.4]})
+    anova = stats.Anova(response="y", table=pd.DataFrame({"p": [0.5]}, index=["x"]), df_resid=10.0, mse=0.04)
+    got = stats.group_means(frame, "y", ["learning_rate"], anova).set_index("learning_rate")
+    half = sps.t.ppf(0.975, 10) * math.sqrt(0.04 / 2)  # mean +- t(0.975, df_E) sqrt(MSE / n), by hand
+    assert got.loc[1e-3, "mean"] == pytest.approx(0.6)
+    assert (got.loc[1e-3, "ci_low"], got.loc[1e-3, "ci_high"]) == pytest.approx((0.6 - half, 0.6 + half), rel=1e-12)
+
+
+def test_welch_interval_and_contrast_match_scipy():
+    from scipy import stats as sps
+
+    a, b = np.array([0.71, 0.74, 0.69, 0.73, 0.75]), np.array([0.60, 0.66, 0.62])
+    d = stats.welch_interval(a, b)
+    ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (d.low, d.high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    diff, p = stats.contrast(a, b, None)
+    assert diff == pytest.approx(a.mean() - b.mean()) and p == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    # with an ANOVA error term: t = diff / sqrt(MSE (1/n1 + 1/n2)) on df_E, by hand
+    anova = stats.Anova(response="y", table=pd.DataFrame({"p": [0.5]}, index=["x"]), df_resid=12.0, mse=0.001)
+    t = (a.mean() - b.mean()) / math.sqrt(0.001 * (1 / 5 + 1 / 3))
+    assert stats.contrast(a, b, anova)[1] == pytest.approx(2 * sps.t.sf(abs(t), 12), rel=1e-12)
+
+
+def test_detrended_std_removes_a_straight_line_only():
+    from scipy import stats as sps
+
+    from hpc_unet.train.summary import summarize_history, val_loss_std, val_loss_std_detrended
+
+    x = np.arange(8, dtype=float)
+    loss = 1.0 - 0.1 * x + 0.02 * x**2 + np.array([0.01, -0.02, 0.0, 0.03, -0.01, 0.0, 0.02, -0.03])
+    fit = sps.linregress(x, loss)
+    assert val_loss_std_detrended(loss) == pytest.approx(np.std(loss - (fit.intercept + fit.slope * x)), rel=1e-9)
+    assert val_loss_std(loss) == pytest.approx(np.sqrt(np.mean((loss - loss.mean()) ** 2)))
+    # overfitting gap = val_loss - train loss (positive when validation is worse), at the best and last epochs
+    hist = [{"epoch": e, "loss": 0.5 - 0.1 * e, "val_loss": 0.6 - 0.05 * e, "val_jacard_coef": j, "epoch_seconds": 1.0}
+            for e, j in ((1, 0.2), (2, 0.5), (3, 0.4))]
+    s = summarize_history(hist, 3)
+    assert s["overfit_gap_end"] == pytest.approx((0.6 - 0.15) - (0.5 - 0.3))
+    assert s["overfit_gap_best"] == pytest.approx((0.6 - 0.10) - (0.5 - 0.2)) and s["best_epoch"] == 2

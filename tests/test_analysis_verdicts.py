@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from hpc_unet.analysis import stats, verdicts
 from hpc_unet.analysis.load import derive
@@ -189,3 +191,87 @@ def test_missing_architecture_makes_recommendations_inconclusive():
     runs = runs[runs["architecture"] != "Attention_UNet"]
     v = verdicts.s6_recommendations(context(runs), H["S6"])
     assert v.verdict == INCONCLUSIVE and "Attention_UNet" in v.evidence
+
+
+# ------------------------------------------------------------------- thresholds, pinned on both sides
+# Every expected value below is written out or computed with scipy here, never imported from the code.
+def _ctx(completed: pd.DataFrame, baseline: pd.DataFrame | None = None) -> verdicts.Context:
+    recs = pd.DataFrame([{"architecture": "UNet", "kind": "best", "learning_rate": 1e-3, "batch_size": 8}])
+    return verdicts.Context(completed=completed, architectures=["UNet"], anova_j=stats.Anova("y"),
+                            anova_s=stats.Anova("y"), cells_j=pd.DataFrame(), recommendations=recs,
+                            baseline=baseline)
+
+
+def _icc_frame(target: float) -> pd.DataFrame:
+    """Two cells of two seeds, values m -+ 1: MSW = 2, MSB = 4 a^2, ICC(1) = (4a^2 - 2) / (4a^2 + 2) by hand,
+    so a^2 = (1 + t) / (2 (1 - t)) gives ICC t."""
+    a = math.sqrt((1 + target) / (2 * (1 - target)))
+    rows = [{"architecture": "UNet", "learning_rate": 1e-3, "batch_size": bs, "seed": s,
+             "best_val_jaccard": 10 + sign * a + d}
+            for bs, sign in ((8, -1), (16, 1)) for s, d in ((0, -1.0), (1, 1.0))]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("icc", "expected"), [(0.751, SUPPORTED), (0.749, INCONCLUSIVE), (0.501, INCONCLUSIVE),
+                                               (0.499, NOT_SUPPORTED)])
+def test_consistency_bands_at_075_and_05(icc, expected):
+    frame = _icc_frame(icc)
+    assert stats.icc_oneway(frame, "best_val_jaccard")["icc"] == pytest.approx(icc, abs=1e-9)
+    assert verdicts.s3_consistency(_ctx(frame), H["S3"]).verdict == expected
+
+
+def _two_seeds(center: float, spread: float, metric: str, arch: str = "UNet", lr: float = 1e-3) -> pd.DataFrame:
+    return pd.DataFrame([{"architecture": arch, "learning_rate": lr, "batch_size": 8, "seed": s, "status": "completed",
+                          metric: center + d, "exp_id": f"{arch}-{lr}-{s}"} for s, d in ((0, -spread), (1, spread))])
+
+
+def _welch_half(spread: float) -> float:
+    """Half-width of Welch's 95% interval for two samples {c - s, c + s}: se = sqrt(2) s, df = 2 (scipy's t)."""
+    from scipy import stats as sps
+
+    return float(sps.t.ppf(0.975, 2) * math.sqrt(2) * spread)
+
+
+@pytest.mark.parametrize(("low", "expected"), [(-0.0099, SUPPORTED), (-0.0101, INCONCLUSIVE)])
+def test_noninferiority_margin_001_at_the_lower_bound(low, expected):
+    half = _welch_half(0.002)
+    grid = _two_seeds(0.70 + low + half, 0.002, "best_val_jaccard")
+    base = _two_seeds(0.70, 0.002, "best_val_jaccard")
+    v = verdicts.s2_performance(_ctx(grid, base), H["S2"])
+    assert v.verdict == expected, v.evidence
+
+
+@pytest.mark.parametrize(("high", "expected"), [(-0.0101, NOT_SUPPORTED), (-0.0099, INCONCLUSIVE)])
+def test_noninferiority_margin_001_at_the_upper_bound(high, expected):
+    half = _welch_half(0.002)
+    grid = _two_seeds(0.70 + high - half, 0.002, "best_val_jaccard")
+    base = _two_seeds(0.70, 0.002, "best_val_jaccard")
+    assert verdicts.s2_performance(_ctx(grid, base), H["S2"]).verdict == expected
+
+
+@pytest.mark.parametrize(("high", "expected"), [(-0.0501, SUPPORTED), (-0.0499, INCONCLUSIVE)])
+def test_stability_reduction_of_half_the_baseline_std(high, expected):
+    """S1 (reduction 0.5): supported when the whole interval of (grid - baseline) std lies below -0.5 x 0.1."""
+    half = _welch_half(0.001)
+    grid = _two_seeds(0.1 + high - half, 0.001, "val_loss_std")
+    base = _two_seeds(0.1, 0.001, "val_loss_std")
+    assert verdicts.s1_stability(_ctx(grid, base), H["S1"]).verdict == expected
+
+
+@pytest.mark.parametrize(("p", "expected"), [(0.0499, SUPPORTED), (0.05, INCONCLUSIVE), (0.0501, INCONCLUSIVE)])
+def test_alpha_005_gates_the_architecture_claims(p, expected):
+    from hpc_unet.analysis.verdicts.hypotheses import _gated
+
+    assert _gated(p, True, "e", "gate")[0] == expected
+    assert _gated(p, False, "e", "gate")[0] == (NOT_SUPPORTED if expected == SUPPORTED else INCONCLUSIVE)
+    from hpc_unet.analysis.verdicts.common import direction
+
+    assert direction(0.1, p) == ("+" if expected == SUPPORTED else "=")
+    assert direction(-0.1, p) == ("-" if expected == SUPPORTED else "=")
+
+
+def test_reduction_is_one_minus_the_ratio():
+    from hpc_unet.analysis.verdicts.hypotheses import reduction
+
+    assert reduction(0.04, 0.01) == pytest.approx(0.75) and reduction(0.02, 0.03) == pytest.approx(-0.5)
+    assert math.isnan(reduction(0.0, 0.01))

@@ -69,8 +69,9 @@ def s1_stability(ctx: Context, h: dict[str, Any]) -> Verdict:
         ok = interval_verdict(d, good_below=-reduction * b)
         text = (f"std {float(runs[STABILITY].mean()):.4f} vs baseline {b:.4f} ({-d.diff / b:.0%} lower); "
                 f"difference {d.text('{:+.4f}')}; needs < {-reduction * b:+.4f}")
-        od = difference(runs, base, OSCILLATION, n_boot=ctx.n_boot)
-        ob = float(base[OSCILLATION].mean()) if OSCILLATION in base.columns else math.nan
+        has_osc = OSCILLATION in runs.columns and OSCILLATION in base.columns
+        od = difference(runs, base, OSCILLATION, n_boot=ctx.n_boot) if has_osc else Difference(math.nan)
+        ob = float(base[OSCILLATION].mean()) if has_osc else math.nan
         if np.isfinite(od.diff) and np.isfinite(ob) and ob > 0:
             text += f"; detrended std {float(runs[OSCILLATION].mean()):.4f} vs {ob:.4f} ({-od.diff / ob:.0%} lower)"
         if ok is None:

@@ -89,6 +89,8 @@ MEANINGS: dict[str, str] = {
     "slurm.max_array_size": "split arrays into chunks of at most this many tasks (default: the cluster's MaxArraySize)",
     "slurm.timeout_requeues": "times a task that hits its time limit is requeued to resume from its checkpoint",
     "policy.on_oom": "after an out-of-memory: only record it, or also skip the same cell's larger batch sizes",
+    "analysis.primary_metric": "the metric that ranks configurations: best cell, robustness, headline, followup "
+                               "(docs/analysis.md)",
     "hypothesis.id": "short unique name of the claim",
     "hypothesis.claim": "the claim in words, quoted in the report",
     "hypothesis.rule": "how the verdict is computed (docs/analysis.md)",
@@ -195,6 +197,9 @@ def keys() -> list[Key]:
             out += [Key("hypothesis", k, "string" if k in ("id", "claim", "rule") else "level or list",
                         "(required)" if k in ("id", "claim", "rule") else "-", rules if k == "rule" else "",
                         MEANINGS.get(f"hypothesis.{k}", "")) for k in spec.HYPOTHESIS_KEYS]
+        elif table == "analysis":
+            out.append(Key("analysis", "primary_metric", "string", f'"{spec.PRIMARY_METRICS[0]}"',
+                           f"one of {', '.join(spec.PRIMARY_METRICS)}", MEANINGS["analysis.primary_metric"]))
         else:
             out.append(Key(table, "", "", "", "", MEANINGS.get(f"{table}", "")))
     return out

@@ -338,10 +338,10 @@ GLOSSARY = [
     "IoU (intersection over union) and Dice: the same overlap with the prediction thresholded at 0.5, the "
     "numbers a segmentation is usually judged by; over pooled pixel counts Dice = 2 IoU / (1 + IoU). (The "
     "runs table also keeps the soft Dice of the probabilities, best_val_dice / test_dice.)",
-    "Did it learn: a run learned when its best validation soft Jaccard or IoU closes at least 10% of the gap "
-    "between the best image-blind predictor (all background, all foreground, or the mask fraction everywhere) "
-    "and a perfect score. Runs that did not learn keep their Jaccard; their stability and convergence are "
-    "undefined.",
+    "Did it learn: a run learned when its best validation soft Jaccard and its IoU each close at least 10% of "
+    "the gap between the best image-blind predictor (all background, all foreground, or the mask fraction "
+    "everywhere) and a perfect score; marginal when only one of the two does. Runs that did not learn or are "
+    "marginal keep their Jaccard; their stability, convergence and speed are undefined.",
     "Stability (the seed's measure): the standard deviation of the validation loss over all epochs. It also "
     "grows when the loss falls fast, so a run that learns a lot looks unstable.",
     "Oscillation: the standard deviation of the validation loss around a straight line fitted over the epochs "
@@ -352,8 +352,10 @@ GLOSSARY = [
     "validation patches (resampling patches), which shows only how much the score depends on the patches "
     "chosen, not on the training run. Differences against the baseline or the median setting use Welch's t "
     "over seeds or a paired patch bootstrap the same way.",
-    "Verdicts: supported / not supported when the data and the test or interval agree; inconclusive when the "
-    "difference is within noise; not applicable when the grid lacks a level the claim names.",
+    "Verdicts: supported / not supported when the data point one way beyond noise (p-values Holm-corrected over "
+    "the report's verdicts); inconclusive when the difference is within noise, whichever way it points; not "
+    "applicable when the grid lacks a level the claim names; fragile: depends on <run> when leaving that one "
+    "run out changes the verdict.",
 ]
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;

@@ -259,7 +259,9 @@ def test_efficiency_is_ranked_only_beyond_the_timing_noise():
         return verdicts.kinds_of(recs[recs["architecture"] == "UNet"], "most efficient").iloc[0]
 
     # tied when within 2 x noise of the top: 91 >= 100 * (1 - 2 * 0.05) = 90, not at noise 0.04 (92)
-    assert eff(0.05)["efficiency_tied_with"] == "UNet lr 1e-03 bs 16"
+    top = eff(0.05)
+    assert (top["learning_rate"], top["batch_size"], top["jaccard_per_gpu_hour"]) == (1e-3, 8, 100.0)
+    assert top["efficiency_tied_with"] == "UNet lr 1e-03 bs 16"
     assert eff(0.04)["efficiency_tied_with"] == ""
 
 
@@ -299,3 +301,38 @@ def test_a_verdict_that_one_run_decides_is_fragile_and_names_the_run():
     # a run that changes nothing is not blamed
     other = runs.loc[_cell(runs, "Attention_UNet", 1e-3, 8), "exp_id"].iloc[0]
     assert "verdict H1-UNet" not in robustness.leave_one_out(runs, setup, [other])
+
+
+def test_s6_selects_by_the_pooled_ratio_not_by_size():
+    runs = _s6_runs(lucky_b=0.95)
+    small = _cell(runs, "UNet", 5e-4, 16)
+    for i in runs.index[~small]:  # the other cells: larger patches, the same 0.7 ratio
+        runs.at[i, "val_patch_intersection"] = list(np.asarray(runs.at[i, "val_patch_intersection"]) * 1.6)
+        runs.at[i, "val_patch_union"] = list(np.asarray(runs.at[i, "val_patch_union"]) * 1.6)
+    v = verdicts.s6_recommendations(context(runs), H["S6"])
+    assert "UNet: lr 5e-04 bs 16 chosen on 30 patches" in v.evidence
+
+
+def test_s6_interval_is_the_95_percent_paired_bootstrap_on_the_held_out_half():
+    runs, _ = runs_for(patch_sd=0.05)
+    unet = runs[runs["architecture"] == "UNet"].sort_values(["learning_rate", "batch_size"])
+    inter = np.stack([np.asarray(v, dtype=float) for v in unet["val_patch_intersection"]])
+    union = np.stack([np.asarray(v, dtype=float) for v in unet["val_patch_union"]])
+    n = inter.shape[1]
+    perm = np.random.default_rng(0).permutation(n)  # the documented split (seed 0), by hand
+    sel, est = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    top = int(np.argmax((inter[:, sel].sum(1) + 1) / (union[:, sel].sum(1) + 1)))
+    held = (inter[:, est].sum(1) + 1) / (union[:, est].sum(1) + 1)
+    idx = est[np.random.default_rng(1).integers(0, est.size, size=(300, est.size))]
+    boots = (inter[:, idx].sum(2) + 1) / (union[:, idx].sum(2) + 1)
+    lo, hi = np.quantile(boots[top] - np.median(boots, axis=0), [0.025, 0.975])
+    ctx = context(runs)
+    ctx.n_boot = 300
+    v = verdicts.s6_recommendations(ctx, H["S6"])
+    unet_text = v.evidence.split("; Attention_UNet")[0]
+    assert f"{held[top] - np.median(held):+.3f} [{lo:+.3f}, {hi:+.3f}]" in unet_text
+
+
+def test_timing_noise_is_unknown_without_epoch_times():
+    assert math.isnan(verdicts.timing_noise(None, ["a"]))
+    assert math.isnan(verdicts.timing_noise(pd.DataFrame({"exp_id": ["a"], "epoch": [2]}), ["a"]))

@@ -255,7 +255,8 @@ def test_stability_reduction_of_half_the_baseline_std(high, expected):
     half = _welch_half(0.001)
     grid = _two_seeds(0.1 + high - half, 0.001, "val_loss_std")
     base = _two_seeds(0.1, 0.001, "val_loss_std")
-    assert verdicts.s1_stability(_ctx(grid, base), H["S1"]).verdict == expected
+    v = verdicts.s1_stability(_ctx(grid, base), H["S1"])
+    assert v.verdict == expected and "needs < -0.0500" in v.evidence
 
 
 @pytest.mark.parametrize(("p", "expected"), [(0.0499, SUPPORTED), (0.05, INCONCLUSIVE), (0.0501, INCONCLUSIVE)])
@@ -275,3 +276,70 @@ def test_reduction_is_one_minus_the_ratio():
 
     assert reduction(0.04, 0.01) == pytest.approx(0.75) and reduction(0.02, 0.03) == pytest.approx(-0.5)
     assert math.isnan(reduction(0.0, 0.01))
+
+
+# ------------------------------------------------------------- killing the sampled mutation survivors
+def test_h2_says_when_the_two_stability_measures_disagree_and_keeps_its_p():
+    runs, _ = runs_for()
+    runs = runs.copy()
+    runs["val_loss_std_detrended"] = 0.01 + 0.001 * runs["batch_size"]  # oscillation RISES with batch size
+    ctx = context(runs)
+    v = verdicts.h2(ctx, H["H2"])
+    assert v.verdict == SUPPORTED and "the two measures disagree" in v.evidence
+    assert v.p == ctx.anova_s.p("batch_size")  # the deciding p is kept for Holm's correction
+
+
+def test_batch_changes_need_two_batch_sizes_and_two_architectures():
+    runs, _ = runs_for()
+    two_sizes = runs[runs["batch_size"] != 16]  # 8 and 32 only
+    v = verdicts.h2_unet(context(two_sizes), H["H2-UNet"])
+    assert all(f"{a} " in v.evidence.split(";")[0] for a in ARCHS)
+    two_archs = runs[runs["architecture"] != "Attention_UNet"]
+    v = verdicts.h3_sensitive(context(two_archs, architectures=["UNet", "Attention_ResUNet"]), H["H3-sensitive"])
+    assert v.evidence.startswith("std of cell-mean Jaccard over the 12 (lr, batch) cells")
+    claim = {"id": "x", "claim": "c", "rule": "batch_gain_largest", "architecture": "UNet"}
+    v = verdicts.h3_batch_gain(context(two_archs, architectures=["UNet", "Attention_ResUNet"]), claim)
+    assert v.evidence.startswith("Jaccard gain smallest->largest batch: UNet")
+
+
+def test_sensitivity_needs_two_cells_per_architecture():
+    runs, _ = runs_for()
+    two_cells = runs[(runs["learning_rate"] == 1e-3) & (runs["batch_size"] != 32)]
+    v = verdicts.h3_sensitive(context(two_cells), H["H3-sensitive"])
+    assert "over the 2 (lr, batch) cells" in v.evidence and all(a in v.evidence for a in ARCHS)
+
+
+def test_the_interaction_gate_is_bonferroni_over_two_terms_capped_at_one():
+    from hpc_unet.analysis.verdicts.hypotheses import _interaction_gate
+
+    def gate(p_lr: float, p_bs: float) -> float:
+        table = pd.DataFrame({"p": [p_lr, p_bs]}, index=["architecture x learning rate", "architecture x batch size"])
+        ctx = _ctx(pd.DataFrame())
+        ctx.anova_j = stats.Anova("y", table=table)
+        return _interaction_gate(ctx)
+
+    assert gate(0.01, 0.2) == pytest.approx(0.02)  # 2 x the smaller p
+    assert gate(0.8, 0.9) == 1.0
+
+
+def test_p_text_threshold():
+    from hpc_unet.analysis.verdicts.common import p_text
+
+    assert (p_text(0.00099), p_text(0.001), p_text(0.0015), p_text(math.nan)) == ("p<0.001", "p=0.001", "p=0.002",
+                                                                                   "p=n/a")
+
+
+def test_a_grid_neighbour_without_a_learned_run_counts_as_zero_for_robustness():
+    runs, _ = runs_for(jaccard=lambda a, lr, bs: 0.8)
+    runs = runs[~((runs["architecture"] == "UNet") & (runs["learning_rate"] == 5e-4) & (runs["batch_size"] == 16))]
+    recs = verdicts.recommendations(runs, stats.cell_intervals(runs, "best_val_jaccard", n_boot=50), n_boot=50,
+                                    ties=False)
+    from hpc_unet.analysis.verdicts.recommend import _robust_scores
+
+    unet = recs[recs["architecture"] == "UNet"]
+    cells = stats.cell_intervals(runs[runs["architecture"] == "UNet"], "best_val_jaccard", n_boot=0)
+    lrs, bss = [1e-4, 5e-4, 1e-3, 5e-3], [8, 16, 32]
+    value = {(lrs.index(r["learning_rate"]), bss.index(r["batch_size"])): r["mean"] for r in cells.to_dict("records")}
+    grp = cells.set_index(["learning_rate", "batch_size"]).loc[[(1e-3, 16)]].reset_index()
+    assert _robust_scores(grp, value, lrs, bss)[0] == [0.0]  # its neighbour (5e-4, 16) has no run
+    assert (verdicts.kinds_of(unet, "most robust")["robust_score"] > 0).all()  # such a cell is never most robust

@@ -18,6 +18,7 @@ import pandas as pd
 
 from hpc_unet.analysis import stats, verdicts
 from hpc_unet.analysis.load import OSCILLATION, PERFORMANCE, STABILITY, learned_runs, marginal
+from hpc_unet.analysis.verdicts.recommend import cell_text
 
 MAX_LEFT_OUT = 24
 LOO_BOOT = 200  # bootstrap resamples in the leave-one-out refits (and the reference they are compared with)
@@ -90,15 +91,15 @@ def best_cell(recs: pd.DataFrame, primary: str) -> str:
         return ""
     col = "mean" if primary == PERFORMANCE else "val_iou"
     top = best.loc[best[col].idxmax()]
-    return f"{top['architecture']} lr {float(top['learning_rate']):g} bs {int(top['batch_size'])}"
+    return cell_text(top["architecture"], top["learning_rate"], top["batch_size"])
 
 
 def decisions(c: Conclusions, primary: str) -> dict[str, str]:
     """What each verdict and summary sentence decides, as comparable strings."""
     out = {f"verdict {r['id']}": r["verdict"] for r in c.verdicts.to_dict("records")}
     out["best"] = best_cell(c.recs, primary)
-    out["anova jaccard"] = ", ".join(significant_terms(c.anova_j))
-    out["anova stability"] = ", ".join(significant_terms(c.anova_s))
+    out["anova jaccard"] = ", ".join(sorted(significant_terms(c.anova_j)))  # which terms, not their order
+    out["anova stability"] = ", ".join(sorted(significant_terms(c.anova_s)))
     row = c.corr.iloc[0].to_dict() if len(c.corr) else {}
     p, rho = float(row.get("spearman_p", np.nan)), float(row.get("spearman_rho", np.nan))
     out["correlation"] = ("negative" if rho < 0 else "positive") if np.isfinite(p) and p < stats.ALPHA else "none"
@@ -128,6 +129,8 @@ def candidates(completed: pd.DataFrame, recs: pd.DataFrame, limit: int = MAX_LEF
 def leave_one_out(completed: pd.DataFrame, setup: Setup, runs: list[str]) -> dict[str, tuple[str, str, str]]:
     """decision -> (the first left-out run that changes it, its value with every run, its value without)."""
     reference = decisions(conclude(completed, setup, LOO_BOOT, fast=True), setup.primary)
+    cell_of = {e: cell_text(a, lr, bs) for e, a, lr, bs in
+               completed[["exp_id", "architecture", "learning_rate", "batch_size"]].itertuples(index=False)}
     flips: dict[str, tuple[str, str, str]] = {}
     for exp in runs:
         rest = completed[completed["exp_id"] != exp]
@@ -135,7 +138,9 @@ def leave_one_out(completed: pd.DataFrame, setup: Setup, runs: list[str]) -> dic
             continue
         got = decisions(conclude(rest, setup, LOO_BOOT, fast=True), setup.primary)
         for key, value in reference.items():
-            if key not in flips and got.get(key, "") != value:
+            # the best cell's own run is not "another run it depends on": without it the cell is gone
+            own = key == "best" and cell_of.get(exp) == value
+            if key not in flips and not own and got.get(key, "") != value:
                 flips[key] = (exp, value, got.get(key, ""))
     return flips
 

@@ -1,5 +1,6 @@
 """Per-architecture recommendations among runs that learned: the best cell by the primary metric (with
-the runners-up it is tied with), the most robust cell (best worst case over its grid neighbourhood) and
+the runners-up it is tied with), the most robust cell (best worst case over its grid neighbourhood, among
+the cells whose neighbourhood is complete: a corner's robustness beyond the grid is unknown) and
 the most efficient cell (Jaccard per device-hour, ranked only beyond the timing noise). A cell that wins
 several kinds is one row."""
 
@@ -91,10 +92,13 @@ def recommendations(learned: pd.DataFrame, cells_j: pd.DataFrame, primary: str =
         grp = grp.assign(robust_score=robust, neighbours=neighbours)
         picks: dict[int, list[str]] = {}
         picks.setdefault(grp.index[0], []).append("best")
-        # ties on the robust score go to the cell with more neighbours (more evidence), then the better mean
-        robust_pick = grp.sort_values(["robust_score", "neighbours", "rank_value"], ascending=False,
-                                      kind="stable").index[0]
-        picks.setdefault(robust_pick, []).append("most robust")
+        # robustness is claimed only where it was measured on every side the grid has: among the cells with
+        # the most neighbours (inner cells of a 3x3 or larger grid), the best worst case, then the better mean
+        # (a cell next to one that did not learn has worst case 0: none is robust, and none is named)
+        measured = grp[(grp["neighbours"] == grp["neighbours"].max()) & (grp["robust_score"] > 0)]
+        if len(measured):
+            robust_pick = measured.sort_values(["robust_score", "rank_value"], ascending=False, kind="stable").index[0]
+            picks.setdefault(robust_pick, []).append("most robust")
         eff = grp[np.isfinite(grp["jaccard_per_gpu_hour"])].sort_values("jaccard_per_gpu_hour", ascending=False)
         eff_ties: list[str] = []
         if len(eff):

@@ -5,7 +5,8 @@ A verdict or summary sentence that changes when a single run is left out "depend
 report says "fragile: depends on <run>" instead of the verdict. Refitting everything once per run costs
 too much at thousands of runs, so the runs left out are the ones that can matter: every marginal run,
 then the runs farthest from their architecture's mean (Jaccard, stability) and the runs of each
-architecture's two best cells, at most MAX_LEFT_OUT in all (docs/analysis.md: robustness).
+architecture's two best cells, at most MAX_LEFT_OUT in all and fewer in large studies (docs/analysis.md:
+robustness).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from hpc_unet.analysis.load import OSCILLATION, PERFORMANCE, STABILITY, learned_
 from hpc_unet.analysis.verdicts.recommend import cell_text
 
 MAX_LEFT_OUT = 24
+MIN_LEFT_OUT = 4
+RUNS_REFIT = 20_000  # runs refitted over all leave-one-out refits: 24 at 36 runs, 5 at 3,600
 LOO_BOOT = 200  # bootstrap resamples in the leave-one-out refits (and the reference they are compared with)
 
 
@@ -106,8 +109,12 @@ def decisions(c: Conclusions, primary: str) -> dict[str, str]:
     return out
 
 
-def candidates(completed: pd.DataFrame, recs: pd.DataFrame, limit: int = MAX_LEFT_OUT) -> list[str]:
-    """The runs whose removal can change a conclusion, most likely first (see the module docstring)."""
+def candidates(completed: pd.DataFrame, recs: pd.DataFrame, limit: int | None = None) -> list[str]:
+    """The runs whose removal can change a conclusion, most likely first (see the module docstring); at
+    most MAX_LEFT_OUT, fewer in large studies (RUNS_REFIT runs refitted in all, at least MIN_LEFT_OUT),
+    where one run weighs less and each refit costs more."""
+    if limit is None:
+        limit = max(MIN_LEFT_OUT, min(MAX_LEFT_OUT, RUNS_REFIT // max(1, len(completed))))
     order: list[str] = list(completed.loc[marginal(completed), "exp_id"])
     learned = learned_runs(completed)
     for metric in (PERFORMANCE, STABILITY):

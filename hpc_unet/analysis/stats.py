@@ -63,7 +63,9 @@ def _design(data: pd.DataFrame, terms: list[tuple[str, ...]]) -> np.ndarray:
 
 
 def _full_rank(data: pd.DataFrame, terms: list[tuple[str, ...]]) -> bool:
-    x = _design(data, terms)
+    # replicates repeat rows of the design matrix, which leaves its rank unchanged: one row per cell suffices
+    factors = sorted({f for t in terms for f in t})
+    x = _design(data[factors].drop_duplicates(), terms)
     return int(np.linalg.matrix_rank(x)) == x.shape[1]
 
 

@@ -5,6 +5,8 @@
 #                                 synthetic data on this machine; ARGS go to `hpc-unet demo`)
 #   ./quickstart.sh test [ARGS]   install into .venv (+ Debian's Slurm when root), start the local Slurm
 #                                 cluster, run the whole test suite (ARGS go to pytest), stop the cluster
+#   ./quickstart.sh mutate [MODULE]  mutation testing of MODULE against its quick tests (docs/testing.md);
+#                                 no MODULE lists them, `all` runs each in turn (long: minutes per module)
 #
 # Installing is idempotent and skipped when nothing changed (a stamp of setup.cfg in .venv).
 set -euo pipefail
@@ -45,9 +47,10 @@ case ${1:-} in
         started=""
         if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
             bash slurm/install.sh
-            # headless Chromium for the report test (tests/test_analysis_report_browser.py; skipped without it)
-            command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
-                || echo "quickstart: could not install chromium; the report browser test will be skipped"
+            # headless Chromium for the report's browser test (tests/test_analysis_report_browser.py, driven by
+            # playwright from the test extra; it fails under CI=true without the browser, skips elsewhere)
+            command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -q chromium; } || echo "quickstart: could not install chromium; the report browser test cannot run"
             bash slurm/start.sh && started=1
             trap 'bash slurm/stop.sh' EXIT
         else
@@ -55,8 +58,13 @@ case ${1:-} in
         fi
         HPC_UNET_SLURM_STARTED=$started .venv/bin/python -m pytest "$@"
         ;;
+    mutate)
+        shift
+        install_python
+        exec .venv/bin/python tools/mutate.py "$@"
+        ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -8,7 +8,9 @@ and never load TensorFlow.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from hpc_unet import __version__
@@ -31,6 +33,10 @@ VERBS = {
     "evaluate": "score a study's best models and a top-K ensemble on a dataset (test set or transfer)",
     "spec": "every grid spec key and environment variable: type, default, meaning, allowed values",
 }
+
+
+# OSError kinds that come from a path the user gave, not from the disk or permissions.
+PATH_KIND_ERRORS = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -63,12 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._module.run(args) or 0)
+        code = int(args._module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as Python's "Exception ignored" at exit
+        return code
     except UserError as exc:
         print(f"hpc-unet {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `hpc-unet collect | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # what a shell reports for a command ended by SIGPIPE
     except OSError as exc:  # full disk, permissions, vanished files: previous files are intact (atomic writes)
         where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in PATH_KIND_ERRORS:  # a file where a folder is needed, or the reverse: the user's path
+            print(f"hpc-unet {args.verb}: error: {exc.strerror or exc}{where}; pass a path that is not taken by "
+                  "a file (or a folder where a file is expected)", file=sys.stderr)
+            return UserError.exit_code
         print(f"hpc-unet {args.verb}: error: {exc.strerror or exc}{where}; free space or fix permissions "
               "and rerun (files written before are intact)", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ from hpc_unet.study import SCHEMA_VERSION, Study, atomic_write
 
 ID_KEYS = ("architecture", "learning_rate", "batch_size")
 DATA_COLUMNS = tuple(f"data_{k}" for k in DATA_PARAMS)
-COLUMNS = ("index", "exp_id", "replicate", *TRAIN_PARAMS, *DATA_COLUMNS, "study_name")
+# init_path / init_sha256: the .keras file an init_from resolved to at manifest time, and its hash
+COLUMNS = ("index", "exp_id", "replicate", *TRAIN_PARAMS, *DATA_COLUMNS, "study_name", "init_path", "init_sha256")
 
 if TYPE_CHECKING:  # pandas is imported where it is used: status and collect read the manifest without it
     import pandas as pd
@@ -38,14 +39,22 @@ def experiment_id(params: dict[str, Any], extra_axes: list[str]) -> str:
     ]
     for key in extra_axes:
         value = params[key]
+        if key == "init_from":
+            from hpc_unet.transfer.source import label
+
+            parts.append(f"init{label(value)}")
+            continue
         text = format_number(value) if isinstance(value, float) else str(value).lower()
         parts.append(f"{key.replace('_', '')}{text}")
     parts.append(f"s{params['seed']}")
     return "-".join(parts)
 
 
-def build_rows(spec: GridSpec) -> pd.DataFrame:
-    """Expand the spec's axes (and replicates) into manifest rows."""
+def build_rows(spec: GridSpec, resolve: bool = True) -> pd.DataFrame:
+    """Expand the spec's axes (and replicates) into manifest rows.
+
+    ``resolve``: find and check every ``init_from`` source model now (a zip read per file, no TensorFlow),
+    recording its path and SHA-256 in the row; a source that does not fit the row is refused here."""
     import pandas as pd
 
     axes = dict(spec.axes)
@@ -65,7 +74,13 @@ def build_rows(spec: GridSpec) -> pd.DataFrame:
             row.update({f"data_{k}": v for k, v in spec.data.items()})
             row["study_name"] = spec.name
             row["exp_id"] = experiment_id(params, extra)
+            row["init_path"], row["init_sha256"] = "", ""
             rows.append(row)
+    if resolve and any(r["init_from"] != "none" for r in rows):
+        from hpc_unet.transfer.source import data_channels, resolve_rows
+
+        for row, (path, digest) in zip(rows, resolve_rows(rows, data_channels(spec.data)), strict=True):
+            row["init_path"], row["init_sha256"] = path, digest
     frame = pd.DataFrame(rows)
     frame.insert(0, "index", range(len(frame)))
     dup = frame["exp_id"][frame["exp_id"].duplicated()]
@@ -83,7 +98,8 @@ def write_manifest(study: Study, frame: pd.DataFrame) -> None:
 # without `data_normalize` was scaled by its dtype's range).
 # Only these columns are filled in: a manifest lacking any other column was damaged or edited by hand.
 LEGACY_VALUES: dict[str, Any] = {"data_normalize": "dtype"}
-ADDED_TRAIN = ("device", "augment", "tensorboard")
+ADDED_TRAIN = ("device", "augment", "tensorboard", "init_from", "freeze", "unfreeze_epoch", "train_fraction")
+ADDED_OTHER = {"init_path": "", "init_sha256": ""}
 ADDED_DATA = ("normalize", "percentile_low", "percentile_high", "normalize_per", "mask", "split")
 
 
@@ -91,6 +107,7 @@ def added_setting_values(present: Any) -> dict[str, Any]:
     """Values for the setting columns a manifest lacks because they were added to the spec later."""
     wanted = {k: TRAIN_PARAMS[k][0] for k in ADDED_TRAIN if k in TRAIN_PARAMS}
     wanted.update({f"data_{k}": DATA_PARAMS[k][0] for k in ADDED_DATA if k in DATA_PARAMS})
+    wanted.update(ADDED_OTHER)
     return {k: LEGACY_VALUES.get(k, v) for k, v in wanted.items() if k not in present}
 
 

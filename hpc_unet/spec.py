@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ DEVICES = ("auto", "gpu", "cpu")  # train/device.py
 NORMALIZE_METHODS = ("auto", "dtype", "minmax", "percentile")
 NORMALIZE_PER = ("image", "dataset")
 MASK_KINDS = ("binary", "labels")
+FREEZES = ("none", "encoder", "encoder_then_all")  # train/finetune.py
 
 
 def _pos_float(v: Any) -> bool:
@@ -47,6 +49,26 @@ def _nonneg_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _number_in(lo: float, hi: float, *, low_open: bool = False) -> Any:
+    """A finite number in [lo, hi] ((lo, hi] with ``low_open``): inf and nan fail every bound."""
+    def check(v: Any) -> bool:
+        return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > lo if low_open else v >= lo) and v <= hi)
+    return check
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+# Upper bounds: far above any real study, low enough that a typo (an extra zero run, inf) is caught here
+# rather than as a "diverged" run or an array task that never ends.
+MAX_EPOCHS = 10_000
+MAX_BATCH = 4096
+MAX_REPLICATES = 10_000
+SEED_LIMIT = 2**32  # NumPy's seed range, which keras.utils.set_random_seed uses
+
+
 def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
@@ -62,22 +84,22 @@ def _fraction(v: Any) -> bool:
 # name: (default, check, what the check means)
 TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "architecture": ("UNet", lambda v: v in ARCHITECTURES, f"one of {', '.join(ARCHITECTURES)}"),
-    "learning_rate": (1e-3, _pos_float, "a positive number"),
-    "batch_size": (8, _pos_int, "a positive integer"),
-    "epochs": (30, _pos_int, "a positive integer"),
-    "seed": (0, _nonneg_int, "a non-negative integer"),
+    "learning_rate": (1e-3, _number_in(0, 10, low_open=True), "a positive number, at most 10"),
+    "batch_size": (8, _int_in(1, MAX_BATCH), f"a positive integer, at most {MAX_BATCH}"),
+    "epochs": (30, _int_in(1, MAX_EPOCHS), f"a positive integer, at most {MAX_EPOCHS}"),
+    "seed": (0, _int_in(0, SEED_LIMIT - 1), "a non-negative integer below 2**32"),
     "loss": ("focal", lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
-    "focal_gamma": (2.0, _nonneg_float, "a non-negative number"),
+    "focal_gamma": (2.0, _number_in(0, 10), "a non-negative number, at most 10"),
     "class_balancing": (False, _bool, "true or false"),
     "focal_alpha": (0.25, _fraction, "a number between 0 and 1"),
-    "clipnorm": (1.0, _nonneg_float, "a non-negative number (0 turns clipping off)"),
+    "clipnorm": (1.0, _number_in(0, 1000), "a non-negative number, at most 1000 (0 turns clipping off)"),
     "reduce_lr": (True, _bool, "true or false"),
     "reduce_lr_factor": (0.5, _fraction, "a number between 0 and 1"),
-    "reduce_lr_patience": (5, _nonneg_int, "a non-negative integer"),
-    "min_lr": (1e-6, _nonneg_float, "a non-negative number"),
+    "reduce_lr_patience": (5, _int_in(0, MAX_EPOCHS), f"a non-negative integer, at most {MAX_EPOCHS}"),
+    "min_lr": (1e-6, _number_in(0, 1), "a non-negative number, at most 1"),
     "early_stopping": (True, _bool, "true or false"),
-    "early_stopping_patience": (10, _nonneg_int, "a non-negative integer"),
-    "base_filters": (64, _pos_int, "a positive integer"),
+    "early_stopping_patience": (10, _int_in(0, MAX_EPOCHS), f"a non-negative integer, at most {MAX_EPOCHS}"),
+    "base_filters": (64, _int_in(1, 1024), "a positive integer, at most 1024"),
     "depth": (4, lambda v: _pos_int(v) and v <= 6, "an integer from 1 to 6"),
     "dropout": (0.0, _unit, "a number in [0, 1)"),
     "batch_norm": (True, _bool, "true or false"),
@@ -90,6 +112,14 @@ TRAIN_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "tensorboard": (False, _bool, "true or false"),
     "device": ("auto", lambda v: v in DEVICES, "one of auto, gpu, cpu (auto: a GPU is required when one was "
                "allocated; cpu: GPUs hidden)"),
+    # transfer learning (docs/transfer.md)
+    "init_from": ("none", lambda v: isinstance(v, str) and bool(v), "none, a .keras file, or '<study dir>:"
+                  "<experiment id>' / '<study dir>:best' / '<study dir>:best:<architecture>'"),
+    "freeze": ("none", lambda v: v in FREEZES, f"one of {', '.join(FREEZES)} (encoder: the contracting path and "
+               "bottleneck stay as the source trained them; only with init_from)"),
+    "unfreeze_epoch": (5, _pos_int, "a positive integer (freeze = encoder_then_all: epochs before all layers train)"),
+    "train_fraction": (1.0, lambda v: _pos_float(v) and v <= 1, "a number in (0, 1]: the share of training "
+                       "patches kept, the first ones in the split's order (the data budget)"),
 }
 
 DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
@@ -98,16 +128,16 @@ DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
     "masks": ("", lambda v: isinstance(v, str), "a path"),
     "test_images": ("", lambda v: isinstance(v, str), "a path or empty"),
     "test_masks": ("", lambda v: isinstance(v, str), "a path or empty"),
-    "patch_size": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
+    "patch_size": (256, _int_in(8, 8192), "an integer from 8 to 8192"),
     "val_fraction": (0.1, _fraction, "a number between 0 and 1"),
-    "split_seed": (0, _nonneg_int, "a non-negative integer"),
+    "split_seed": (0, _int_in(0, SEED_LIMIT - 1), "a non-negative integer below 2**32"),
     "split": ("patch", lambda v: v in SPLITS, "patch (patches split at random) or slice (whole slices, or whole "
               "files of a folder dataset, go to validation)"),
-    "max_patches": (0, _nonneg_int, "a non-negative integer (0 = all patches)"),
-    "synth_slices": (8, _pos_int, "a positive integer"),
-    "synth_height": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
-    "synth_width": (256, lambda v: _pos_int(v) and v >= 8, "an integer >= 8"),
-    "synth_seed": (0, _nonneg_int, "a non-negative integer"),
+    "max_patches": (0, _int_in(0, 10**9), "a non-negative integer, at most 10**9 (0 = all patches)"),
+    "synth_slices": (8, _int_in(1, 10_000), "a positive integer, at most 10000"),
+    "synth_height": (256, _int_in(8, 16384), "an integer from 8 to 16384"),
+    "synth_width": (256, _int_in(8, 16384), "an integer from 8 to 16384"),
+    "synth_seed": (0, _int_in(0, SEED_LIMIT - 1), "a non-negative integer below 2**32"),
     "normalize": ("auto", lambda v: v in NORMALIZE_METHODS,
                   f"one of {', '.join(NORMALIZE_METHODS)} (auto: dtype for 8-bit, percentile for other integers, "
                   "minmax for floats)"),
@@ -120,7 +150,7 @@ DATA_PARAMS: dict[str, tuple[Any, Any, str]] = {
 
 SLURM_KEYS = (
     "partition", "gpu_type", "gpus_per_task", "cpus_per_task", "mem", "time", "account", "qos",
-    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues",
+    "constraint", "array_parallelism", "sbatch", "setup", "max_array_size", "timeout_requeues", "then_analyze",
 )
 STUDY_KEYS = ("name", "description")
 POLICY_KEYS = ("on_oom",)
@@ -266,9 +296,12 @@ class GridSpec:
 def _resolve_path(value: str, base: Path) -> str:
     if not value:
         return ""
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    if "$" in expanded:
-        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it or edit the spec")
+    # "$$" is a literal "$" (a lone "$" that is no set variable is refused as a likely typo)
+    parts = [os.path.expandvars(part) for part in value.split("$$")]
+    if any("$" in part for part in parts):
+        raise UserError(f"[data] path '{value}' uses an unset environment variable; export it, write a literal $ "
+                        "as $$, or edit the spec")
+    expanded = os.path.expanduser("$".join(parts))
     p = Path(expanded)
     return str(p if p.is_absolute() else (base / p).resolve())
 
@@ -311,6 +344,21 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None, base:
     return spec
 
 
+def _normalize_init_from(train: dict[str, Any], axes: dict[str, list[Any]], base: Path) -> None:
+    """``init_from`` paths made absolute (against ``base``, like [data] paths), in [train] and the axis."""
+    from hpc_unet.transfer.source import label, normalize
+
+    train["init_from"] = normalize(train["init_from"], base)
+    if "init_from" in axes:
+        axes["init_from"] = [normalize(v, base) for v in axes["init_from"]]
+        names: dict[str, str] = {}
+        for value in axes["init_from"]:
+            if names.setdefault(label(value), value) != value:
+                raise UserError(f"[grid] init_from values {names[label(value)]!r} and {value!r} both name their "
+                                f"experiments 'init{label(value)}'; name runs ('<study>:<experiment id>') or "
+                                "files instead, or split the grid into two studies")
+
+
 def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
     for table in raw:
         if table not in TABLES:
@@ -326,6 +374,8 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
 
     data = {k: v[0] for k, v in DATA_PARAMS.items()}
     for key, value in raw.get("data", {}).items():
+        if key == "train_fraction":
+            continue  # moved to [train] below
         check_value("data", DATA_PARAMS, key, value)
         data[key] = value
     if data["kind"] in ("tiff", "folders"):
@@ -345,12 +395,19 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
         check_value("train", TRAIN_PARAMS, key, value)
         train[key] = value
 
+    if "train_fraction" in raw.get("data", {}):  # the data budget is a row setting (a grid axis): kept in train
+        if "train_fraction" in raw.get("train", {}):
+            raise UserError("train_fraction is set in both [data] and [train]; keep one")
+        check_value("data", {"train_fraction": TRAIN_PARAMS["train_fraction"]}, "train_fraction",
+                    raw["data"]["train_fraction"])
+        train["train_fraction"] = raw["data"]["train_fraction"]
     axes: dict[str, list[Any]] = {}
     replicates = 1
     for key, value in raw.get("grid", {}).items():
         if key == "replicates":
-            if not _pos_int(value):
-                raise UserError(f"[grid] replicates = {value!r} is invalid: it must be a positive integer")
+            if not _int_in(1, MAX_REPLICATES)(value):
+                raise UserError(f"[grid] replicates = {value!r} is invalid: it must be a positive integer, at most "
+                                f"{MAX_REPLICATES}")
             replicates = value
             continue
         if key not in TRAIN_PARAMS:
@@ -363,13 +420,15 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
         if len(set(map(repr, values))) != len(values):
             raise UserError(f"[grid] {key} lists a value twice ({values}); remove the duplicate")
         axes[key] = values
+    _normalize_init_from(train, axes, base)
     if "seed" in axes and replicates > 1:
         raise UserError("[grid] give either a seed axis or replicates, not both")
 
-    if train["depth"] and data["patch_size"] % (2 ** max([train["depth"], *axes.get("depth", [])])):
+    depth = max([train["depth"], *axes.get("depth", [])])
+    if data["patch_size"] % 2**depth:
         raise UserError(
             f"[data] patch_size = {data['patch_size']} must be divisible by 2**depth for the U-Net pooling; "
-            "choose a multiple of 16 (depth 4)"
+            f"choose a multiple of {2**depth} (depth {depth})"
         )
 
     slurm = dict(raw.get("slurm", {}))

@@ -158,6 +158,8 @@ class Study:
 
     @classmethod
     def at(cls, root: str | os.PathLike) -> Study:
+        if not str(root).strip():  # Path("") is the current directory: a study would land in it
+            raise UserError("--study is empty; pass the study's directory, e.g. --study studies/seed-grid")
         return cls(Path(root).expanduser().resolve())
 
     @property

@@ -12,7 +12,11 @@
 # Idempotent: with everything up it only checks and prints. Stop with slurm/stop.sh.
 #
 # Settings (environment): HPC_UNET_SLURM_DIR, HPC_UNET_SLURM_CPUS (8), HPC_UNET_SLURM_GPUS (4),
-# HPC_UNET_SLURM_MAX_ARRAY_SIZE (1001), HPC_UNET_SLURM_GRACE (30 s), HPC_UNET_SLURM_DB_PORT (3307).
+# HPC_UNET_SLURM_MAX_ARRAY_SIZE (1001), HPC_UNET_SLURM_GRACE (30 s), HPC_UNET_SLURM_DB_PORT (3307),
+# HPC_UNET_SLURM_JOB_REQUEUE (1; 0 = a site where jobs are not requeueable unless submitted with --requeue),
+# HPC_UNET_SLURM_ACCOUNTING (1; 0 = no accounting: no MariaDB/slurmdbd, sacct has nothing).
+# Changing a setting while the cluster runs: the config is rewritten and slurmctld + slurmd restart
+# (running jobs survive: their state is saved; slurmd keeps the steps).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,15 +36,23 @@ GPUS=${HPC_UNET_SLURM_GPUS:-4}
 MAX_ARRAY=${HPC_UNET_SLURM_MAX_ARRAY_SIZE:-1001}
 GRACE=${HPC_UNET_SLURM_GRACE:-30}
 DB_PORT=${HPC_UNET_SLURM_DB_PORT:-3307}
+JOB_REQUEUE=${HPC_UNET_SLURM_JOB_REQUEUE:-1}
+ACCOUNTING=${HPC_UNET_SLURM_ACCOUNTING:-1}
+[[ $JOB_REQUEUE == 0 || $JOB_REQUEUE == 1 ]] || die "HPC_UNET_SLURM_JOB_REQUEUE must be 0 or 1"
+[[ $ACCOUNTING == 0 || $ACCOUNTING == 1 ]] || die "HPC_UNET_SLURM_ACCOUNTING must be 0 or 1"
+if [[ $ACCOUNTING == 1 ]]; then
+    ACCOUNTING_LINES="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStorageTRES=gres/gpu"
+else
+    ACCOUNTING_LINES="AccountingStorageType=accounting_storage/none"
+    DAEMONS=(munged slurmctld slurmd)
+fi
 NODE=$(hostname -s)
 MEM_TOTAL_MB=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
 REAL_MB=$((MEM_TOTAL_MB * 3 / 4))
 DB_PASS=hpc-unet-slurmdbd
 
-if all_up && sinfo -h >/dev/null 2>&1; then
-    echo "slurm: already running ($(sinfo -h -N -o '%N %T' | head -1), state in $STATE)"
-    exit 0
-fi
 
 started=()
 mkdir -p "$STATE"/{log,run,spool/slurmctld,spool/slurmd,dev,munge,mysql,mysqld}
@@ -51,12 +63,13 @@ mkdir -p /etc/slurm
 for i in $(seq 0 $((GPUS - 1))); do
     [[ -c $STATE/dev/nvidia$i ]] || { rm -f "$STATE/dev/nvidia$i"; mknod -m 666 "$STATE/dev/nvidia$i" c 1 3; }
 done
+changed=0
 write_if_changed() {  # path mode content
     local tmp
     tmp=$(mktemp "$1.XXXXXX")
     printf '%s\n' "$3" >"$tmp"
     chmod "$2" "$tmp"
-    if [[ -f $1 ]] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; fi
+    if [[ -f $1 ]] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; changed=1; fi
 }
 write_if_changed /etc/slurm/slurm.conf 644 "# Written by hpc-unet slurm/start.sh; state in $STATE
 ClusterName=$CLUSTER
@@ -87,7 +100,7 @@ SelectTypeParameters=CR_CPU_Memory
 SlurmdParameters=config_overrides
 SlurmctldParameters=preempt_send_user_signal
 DefMemPerCPU=1024
-JobRequeue=1
+JobRequeue=$JOB_REQUEUE
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 MaxArraySize=$MAX_ARRAY
@@ -101,9 +114,7 @@ SlurmdTimeout=30
 GresTypes=gpu
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=127.0.0.1
-AccountingStorageTRES=gres/gpu
+$ACCOUNTING_LINES
 JobCompType=jobcomp/none
 MailProg=/bin/true
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MB Gres=gpu:a40:$GPUS State=UNKNOWN
@@ -126,6 +137,14 @@ StoragePort=$DB_PORT
 StorageUser=slurm
 StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db"
+if ((changed)) && { alive slurmctld || alive slurmd; }; then
+    # a new setting (JobRequeue, accounting, ...): restart the Slurm daemons so that they read it
+    bash "$HERE/stop.sh" slurmd slurmctld >/dev/null
+fi
+if all_up && sinfo -h >/dev/null 2>&1; then
+    echo "slurm: already running ($(sinfo -h -N -o '%N %T' | head -1), JobRequeue=$JOB_REQUEUE, accounting=$ACCOUNTING, state in $STATE)"
+    exit 0
+fi
 
 # --- munged ---
 if ! alive munged; then
@@ -141,7 +160,7 @@ if ! alive munged; then
 fi
 
 # --- MariaDB ---
-if ! alive mariadbd; then
+if [[ $ACCOUNTING == 1 ]] && ! alive mariadbd; then
     chown mysql:mysql "$STATE/mysql" "$STATE/mysqld"
     if [[ ! -d $STATE/mysql/mysql ]]; then
         mariadb-install-db --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket \
@@ -169,13 +188,15 @@ SQL
 fi
 
 # --- slurmdbd ---
-if ! alive slurmdbd; then
-    started+=(slurmdbd)
-    slurmdbd
-    wait_for 30 "slurmdbd" sacctmgr -n list cluster
-fi
-if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
-    sacctmgr -i add cluster "$CLUSTER" >/dev/null
+if [[ $ACCOUNTING == 1 ]]; then
+    if ! alive slurmdbd; then
+        started+=(slurmdbd)
+        slurmdbd
+        wait_for 30 "slurmdbd" sacctmgr -n list cluster
+    fi
+    if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
+        sacctmgr -i add cluster "$CLUSTER" >/dev/null
+    fi
 fi
 
 # --- slurmctld, slurmd ---
@@ -198,7 +219,12 @@ node_ready() {
     return 1
 }
 wait_for 30 "node $NODE to become idle" node_ready
-wait_for 30 "sacct" sacct -n -X -S now
+if [[ $ACCOUNTING == 1 ]]; then
+    wait_for 30 "sacct" sacct -n -X -S now
+    accounting="slurmdbd on MariaDB 127.0.0.1:$DB_PORT"
+else
+    accounting="no accounting"
+fi
 t1=$(date +%s.%N)
-printf 'slurm: started %s: cluster %s: node %s (%s CPUs, %s MB, gpu:a40:%s), partitions a40 (default) + urgent (preempts a40, GraceTime=%s s), MaxArraySize=%s, slurmdbd on MariaDB 127.0.0.1:%s, state in %s [%.1f s]\n' \
-    "${started[*]:-nothing}" "$CLUSTER" "$NODE" "$CPUS" "$REAL_MB" "$GPUS" "$GRACE" "$MAX_ARRAY" "$DB_PORT" "$STATE" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')"
+printf 'slurm: started %s: cluster %s: node %s (%s CPUs, %s MB, gpu:a40:%s), partitions a40 (default) + urgent (preempts a40, GraceTime=%s s), MaxArraySize=%s, JobRequeue=%s, %s, state in %s [%.1f s]\n' \
+    "${started[*]:-nothing}" "$CLUSTER" "$NODE" "$CPUS" "$REAL_MB" "$GPUS" "$GRACE" "$MAX_ARRAY" "$JOB_REQUEUE" "$accounting" "$STATE" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')"

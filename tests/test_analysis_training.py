@@ -15,6 +15,7 @@ from hpc_unet.data.prepare import _slice_groups, _split
 from hpc_unet.errors import UserError
 from hpc_unet.manifest import read_manifest
 from hpc_unet.train.examples import read_examples
+from hpc_unet.train.val_patches import VAL_PATCHES_FILE, read_val_patches
 
 
 def test_training_writes_learned_evidence_and_examples(tmp_path, capsys):
@@ -38,6 +39,13 @@ def test_training_writes_learned_evidence_and_examples(tmp_path, capsys):
     assert examples is not None and examples["image"].dtype == np.uint8
     assert examples["image"].shape == examples["mask"].shape == examples["prediction"].shape
     assert str(examples["split"]) == "validation"  # the smoke spec has no test set
+    # per-patch scores of the best weights: pooled with the metric's +1 smoothing they give the recorded
+    # best val IoU (Keras' ThresholdedIoU at the best epoch, an independent computation of the same thing)
+    scored = read_val_patches(root / "runs" / exp_id / VAL_PATCHES_FILE)
+    assert scored is not None and len(scored["iou"]) == json.loads(row["data_provenance"])["patches_val"]
+    pooled = (scored["tp"].sum() + 1) / ((scored["tp"] + scored["fp"] + scored["fn"]).sum() + 1)
+    assert pooled == pytest.approx(row["best_val_iou"], abs=1e-3)
+    assert len(scored["worst"]) == min(4, np.isfinite(scored["iou"]).sum())
     capsys.readouterr()
     assert cli("collect", "--study", root, "--json") == 0
     report = json.loads(capsys.readouterr().out)

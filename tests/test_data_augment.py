@@ -77,7 +77,7 @@ def test_augmented_run_killed_mid_epoch_resumes_bit_identically(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     history, weights = _outcome(root)
     ref_history, ref_weights = _outcome(ref_root)
-    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS])
+    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS], check_exact=True)
     for a, b in zip(weights, ref_weights, strict=True):
         np.testing.assert_array_equal(a, b)
     summary = pd.read_parquet(next((root / "shards").glob("*.completed.summary.parquet"))).iloc[0]

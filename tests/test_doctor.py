@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import REPO, cli
 
-from hpc_unet.commands.doctor import slurm_check
+from hpc_unet.node_checks import slurm_check
 
 
 def doctor(*args: str, **env: str) -> tuple[int, dict]:

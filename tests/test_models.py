@@ -105,22 +105,38 @@ import sys, numpy as np, keras
 x = np.load(sys.argv[1])
 for path in sys.argv[2:]:
     m = keras.models.load_model(path, safe_mode=True)
-    np.save(path + ".npy", m.predict(x, verbose=0))
+    logits = keras.Model(m.inputs, m.get_layer("head_sigmoid").input)
+    np.save(path + ".logits.npy", logits.predict(x, verbose=0))
+    np.savez(path + ".vars.npz", **{v.path: keras.ops.convert_to_numpy(v) for v in m.variables})
 print(any(k == "hpc_unet" or k.startswith("hpc_unet.") for k in sys.modules))
 """
 
 
+def scramble(model: keras.Model, rng: np.random.Generator) -> None:
+    """Give every variable (batch-norm moving means and variances included) its own random values. The
+    test compares logits (before the sigmoid, which saturates) and every variable exactly, so any one
+    variable left at its initial value, or all of them shifted by 0.05, shows."""
+    for v in model.variables:
+        values = rng.normal(0.0, 0.3, v.shape)
+        if "moving_variance" in v.path or v.path.endswith("gamma"):
+            values = 0.5 + np.abs(values)
+        v.assign(values.astype(v.dtype))
+
+
 def test_keras_file_loads_safely_in_a_fresh_process(tmp_path) -> None:
-    """Saved models must load with safe_mode and no custom_objects, even without hpc_unet imported."""
+    """Saved models load with safe_mode and no custom_objects, even without hpc_unet imported, with every
+    variable bit-identical and the same pre-sigmoid outputs."""
     rng = np.random.default_rng(0)
     x = rng.random((2, 32, 32, 1)).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    expected, paths = {}, []
+    expected, variables, paths = {}, {}, []
     for arch in ARCHITECTURES:
         model = build_model(arch, (32, 32, 1), base_filters=4, depth=2)
-        # Move every weight (incl. BN moving stats) off its initial value so a missed load shows.
-        model.set_weights([w * 1.1 + 0.05 for w in model.get_weights()])
-        expected[arch] = model.predict(x, verbose=0)
+        scramble(model, rng)
+        logits = keras.Model(model.inputs, model.get_layer("head_sigmoid").input)
+        expected[arch] = logits.predict(x, verbose=0)
+        assert np.std(expected[arch]) > 0.05  # logits vary over the image: no constant output hides a change
+        variables[arch] = {v.path: keras.ops.convert_to_numpy(v) for v in model.variables}
         paths.append(str(tmp_path / f"{arch}.keras"))
         model.save(paths[-1])
     out = subprocess.run(
@@ -130,10 +146,15 @@ def test_keras_file_loads_safely_in_a_fresh_process(tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("False")  # loaded without importing hpc_unet
-    # Equal to float32 rounding, not bit for bit: this process's TensorFlow state left by earlier tests
-    # (thread pools, graph options) can change summation order; a missed load differs by far more.
     for arch, path in zip(ARCHITECTURES, paths, strict=True):
-        np.testing.assert_allclose(np.load(path + ".npy"), expected[arch], rtol=1e-5, atol=1e-12)
+        loaded = dict(np.load(path + ".vars.npz"))
+        assert sorted(loaded) == sorted(variables[arch])
+        assert any("moving_variance" in k for k in loaded)
+        for name, value in variables[arch].items():
+            assert np.array_equal(loaded[name], value), f"{arch}: {name} differs after loading"
+        # Logits equal to float32 rounding, not bit for bit: this process's TensorFlow state left by earlier
+        # tests (thread pools, graph options) can change summation order; a missed load differs by far more.
+        np.testing.assert_allclose(np.load(path + ".logits.npy"), expected[arch], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -88,6 +88,11 @@ def test_predict_reproduces_the_validation_scores_of_its_run(trained, tmp_path):
     mask = tifffile.imread(out / "val.tif")
     assert mask.dtype == np.uint8 and mask.shape == (len(val_idx), 32, 32) and set(np.unique(mask)) <= {0, 255}
     assert np.array_equal(mask > 0, prob > 0.5)
+    # the record's pooled scores, recomputed with NumPy set operations on the written masks
+    t, p = masks[val_idx] > 0, mask > 0
+    assert o["iou"] == pytest.approx((t & p).sum() / (t | p).sum(), abs=1e-12)
+    assert o["dice"] == pytest.approx(2 * (t & p).sum() / (t.sum() + p.sum()), abs=1e-12)
+    assert o["iou_ci"][0] <= o["iou"] <= o["iou_ci"][1] and o["dice_ci"][0] <= o["dice"] <= o["dice_ci"][1]
 
 
 def test_predict_any_size_and_8bit_16bit_float_inputs(trained, tmp_path):

@@ -83,7 +83,7 @@ def test_killed_run_resumes_exactly(tmp_path, reference, fault):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     history, summary, weights = outcome(root)
     ref_history, ref_summary, ref_weights = reference
-    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS])
+    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS], check_exact=True)
     assert summary["epochs_run"] == ref_summary["epochs_run"] and summary["stopped_early"] == ref_summary["stopped_early"]
     assert summary["best_epoch"] == ref_summary["best_epoch"]
     for a, b in zip(weights, ref_weights, strict=True):
@@ -91,6 +91,52 @@ def test_killed_run_resumes_exactly(tmp_path, reference, fault):
     if fault != "after-shard":
         assert summary["restarts"] == 1
         assert summary["resumed_from_epoch"] >= 1
+
+
+LATE = "unet-lr1e-02-bs8-s0"
+
+
+def make_late_study(root: Path) -> Path:
+    """lr 1e-2: the soft Jaccard climbs for several epochs with a dip on the way, so there is an epoch
+    after a best one that did not improve (EarlyStopping waits, ReduceLROnPlateau cuts the rate) and a
+    new best after it."""
+    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
+               "--set", "grid.learning_rate=[1e-2]", "--set", "grid.batch_size=[8]",
+               "--set", "grid.architecture=['UNet']", "--set", "train.epochs=10",
+               "--set", "train.early_stopping_patience=2", "--set", "train.reduce_lr_patience=1",
+               "--set", "train.class_balancing=false", "--set", "train.focal_alpha=0.25",
+               "--set", "train.base_filters=8", "--set", "data.synth_slices=8") == 0
+    return root
+
+
+def kill_epoch(history: pd.DataFrame, best_epoch: int) -> int | None:
+    """The last epoch (1-based) that did not improve on the best before it and made ReduceLROnPlateau cut
+    the rate, with the run's best epoch still to come: killed there, the resumed run must restore the
+    callbacks' wait counters, best value and best weights, and trains the final best weights itself."""
+    val, lr, epochs = list(history["val_jacard_coef"]), list(history["lr"]), list(history["epoch"])
+    found = [epochs[k] for k in range(1, len(val) - 1)
+             if val[k] < max(val[:k]) and lr[k + 1] < lr[k] and epochs[k] < best_epoch]
+    return found[-1] if found else None
+
+
+@pytest.mark.slow
+def test_killed_after_a_best_epoch_resumes_exactly_and_trains_the_final_best(tmp_path):
+    ref_root = make_late_study(tmp_path / "ref")
+    proc = train(ref_root, exp=LATE)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref_history, ref_summary, ref_weights = outcome(ref_root, LATE)
+    k = kill_epoch(ref_history, int(ref_summary["best_epoch"]))
+    assert k is not None, ref_history[["epoch", "val_jacard_coef", "lr"]].to_string()
+    root = make_late_study(tmp_path / "study")
+    killed = train(root, f"epoch-end@{k}:kill:1", tmp_path / "fault-state", exp=LATE)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = train(root, exp=LATE)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history, summary, weights = outcome(root, LATE)
+    assert summary["resumed_from_epoch"] == k and summary["best_epoch"] == ref_summary["best_epoch"] > k
+    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS], check_exact=True)
+    for a, b in zip(weights, ref_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
@@ -120,6 +166,6 @@ def test_dropout_batch_norm_augment_resume_exactly(tmp_path, architecture):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     history, summary, weights = outcome(root, exp)
     assert summary["restarts"] == 2 and summary["resumed_from_epoch"] == 2
-    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS])
+    pd.testing.assert_frame_equal(history[METRICS], ref_history[METRICS], check_exact=True)
     for a, b in zip(weights, ref_weights, strict=True):
         np.testing.assert_array_equal(a, b)

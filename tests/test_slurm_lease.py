@@ -17,8 +17,8 @@ import pytest
 from conftest import cli
 from test_reliability_helpers import fake_shard, make_study
 
-from hpc_unet.dispatch import lease as lease_mod
-from hpc_unet.dispatch.lease import LeaseHeld, judge, read_lease, read_restarts, take
+from hpc_unet import lease as lease_mod
+from hpc_unet.lease import LeaseHeld, judge, read_lease, read_restarts, take
 from hpc_unet.status.precedence import Evidence, decide, may_prune, should_submit
 from hpc_unet.study import Study, atomic_write_json
 
@@ -100,7 +100,9 @@ def test_heartbeat_refreshes_while_held(study: Study, monkeypatch: pytest.Monkey
     lease = take(study, exp)
     lease.start_heartbeat()
     first = read_lease(study.run_dir(exp))["heartbeat_at"]
-    time.sleep(0.6)
+    deadline = time.monotonic() + 30  # a bounded wait for the next beat (0.1 s apart), not a fixed sleep
+    while read_lease(study.run_dir(exp))["heartbeat_at"] == first and time.monotonic() < deadline:
+        time.sleep(0.02)
     view = judge(read_lease(study.run_dir(exp)))
     assert view.live and view.holder["heartbeat_at"] > first
     lease.end()
@@ -116,7 +118,11 @@ def _contend(root: str, exp: str, start: float, out: str) -> None:
         Path(out).write_text("refused")
         return
     Path(out).write_text("won")
-    time.sleep(1.5)  # hold it while the others try
+    # hold it until every other taker has tried (a late starter on a loaded machine must still find it held)
+    deadline = time.monotonic() + 30
+    while sum(p.read_text() == "refused" for p in Path(out).parent.glob("taker*")) < 5 \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
     lease.end()
 
 
@@ -139,7 +145,7 @@ def test_concurrent_takers_exactly_one_wins(study: Study, tmp_path: Path) -> Non
 def live_holder(study: Study):
     """A real other process on this host holding the first experiment's lease."""
     exp = exp_ids(study)[0]
-    code = ("import sys, time; from hpc_unet.study import Study; from hpc_unet.dispatch.lease import take; "
+    code = ("import sys, time; from hpc_unet.study import Study; from hpc_unet.lease import take; "
             "l = take(Study.at(sys.argv[1]), sys.argv[2]); l.start_heartbeat(); print('held', flush=True); "
             "time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(study.root), exp], stdout=subprocess.PIPE, text=True)

@@ -47,24 +47,14 @@ def normalise(script: str, study: Path) -> str:
     ({"qos": "normal|high"}, "qos"),
     ({"gpu_type": "a40:2"}, "gpu_type"),
     ({"constraint": "a40 && id"}, "constraint"),
-    ({"time": "-5"}, "time"),
-    ({"time": -5}, "time"),
-    ({"time": "0"}, "time"),
-    ({"time": "00:00:00"}, "time"),
-    ({"time": "1h"}, "time"),
-    ({"time": "4:00:00:00"}, "time"),
-    ({"mem": "16GiB"}, "mem"),
-    ({"mem": "0G"}, "mem"),
-    ({"mem": "-4G"}, "mem"),
-    ({"mem": "lots"}, "mem"),
+    *[({"time": t}, "time") for t in ("-5", -5, "0", "00:00:00", "1h", "4:00:00:00")],
+    *[({"mem": m}, "mem") for m in ("16GiB", "0G", "-4G", "lots")],
     ({"cpus_per_task": 0}, "cpus_per_task"),
     ({"cpus_per_task": "8"}, "cpus_per_task"),
     ({"gpus_per_task": -1}, "gpus_per_task"),
     ({"array_parallelism": True}, "array_parallelism"),
     ({"max_array_size": 0}, "max_array_size"),
-    ({"setup": ["module load cuda\nrm -rf /"]}, "setup"),
-    ({"setup": ["echo \0"]}, "setup"),
-    ({"setup": [3]}, "setup"),
+    *[({"setup": [line]}, "setup") for line in ("module load cuda\nrm -rf /", "echo \0", 3)],
     ({"sbatch": {"mail type": "END"}}, "mail type"),
     ({"sbatch": {"mail-type;id": "END"}}, "mail-type;id"),
     ({"sbatch": {"comment": "a; rm -rf /"}}, "sbatch.comment"),
@@ -185,7 +175,7 @@ def test_executor_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
                                                  "sbatch": {"mail-type": "END"}})
     assert ex.max_num_timeout == 5
     assert ex.parameters["time"] == 20 and ex.parameters["gres"] == "gpu:a40:1"
-    assert ex.parameters["additional_parameters"] == {"mail-type": "END"}
+    assert ex.parameters["additional_parameters"] == {"mail-type": "END", "requeue": True}
 
 
 @pytest.mark.parametrize(("n", "size", "chunks"), [

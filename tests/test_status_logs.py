@@ -6,14 +6,14 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import cli
+from conftest import cli, require_module
 from test_reliability_helpers import make_study
 
 pytestmark = pytest.mark.slow
 
 
 def test_history_csv_and_tensorboard_log_as_the_run_goes(tmp_path, capsys):
-    pytest.importorskip("tensorboard")
+    require_module("tensorboard")
     root = tmp_path / "study"
     study = make_study(root, "grid.learning_rate=[1e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']",
                        "train.epochs=2", "train.tensorboard=true")

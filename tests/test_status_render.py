@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -83,6 +84,10 @@ def test_a_36_experiment_study_fits_one_120x50_screen(tmp_path, sleeper):
                          capture_output=True, text=True, check=True).stdout
     lines = out.rstrip("\n").splitlines()
     assert len(lines) <= 50 and max(map(len, lines)) <= 120, out
+    assert "…" not in out and "not shown" not in out, out  # nothing cut, no column left out
+    header = next(ln for ln in lines if ln.startswith("experiment"))
+    assert re.split(r"\s{2,}", header.strip()) == ["experiment", "state", "epochs", "best val Jaccard",
+                                                   "epoch time", "time left", "job"], header
     summary = [i for i, ln in enumerate(lines) if "/36 done" in ln]
     assert len(summary) == 2 and summary[1] == len(lines) - 2, out  # at the top and at the bottom
     counts, eta = lines[summary[0]], lines[summary[0] + 1]
@@ -91,8 +96,7 @@ def test_a_36_experiment_study_fits_one_120x50_screen(tmp_path, sleeper):
     assert "10 queued" in counts and "4 not submitted" in counts
     assert "4 not completed (2 failed, 1 out of memory, 1 lost)" in counts
     assert eta.startswith("ETA ") and "14 submitted left, 4 in parallel" in eta
-    header = next(ln for ln in lines if ln.startswith("experiment")).split()
-    assert not {"rst", "s/ep", "lr", "bs"} & set(header)
+    assert not {"rst", "s/ep", "lr", "bs"} & set(header.split())
     assert "pending" not in out and "0.0001" not in out
     early = [e for e, k in kinds.items() if k == "early"]
     assert all(any(e in ln and "stopped early" in ln and "7/12" in ln for ln in lines) for e in early)
@@ -155,3 +159,55 @@ def test_a_finished_local_submit_leaves_no_plan_behind(tmp_path):
     study = Study.at(root)
     assert load_records(study)[-1]["options"]["planned"] == []
     assert local_plan(study.submissions_dir) == ([], 0)
+
+
+SLURM_COLUMNS = ["experiment", "state", "epochs", "best val Jaccard", "epoch time", "time left", "job",
+                 "Slurm state", "node"]
+
+
+def slurm_rows(study):
+    """The study's rows as status sees them on a cluster: Slurm's job ids, states and nodes on every row."""
+    from hpc_unet.manifest import read_manifest
+    from hpc_unet.status.state import experiment_states
+
+    rows = experiment_states(study, read_manifest(study), query_slurm=False)
+    for i, r in enumerate(rows):
+        r["job_id"] = f"12345678_{i}"
+        r["slurm_state"] = {"running": "RUNNING", "queued": "PENDING", "lost": "NODE_FAIL"}.get(
+            r["state"], "OUT_OF_MEMORY" if r["state"] == "oom" else "COMPLETED")
+        r["node"] = "" if r["state"] == "queued" else f"gpu-a40-{i:03d}"
+    return rows
+
+
+@pytest.mark.parametrize("width", [120, 150, 200])
+def test_slurm_columns_are_shown_whole_or_named_never_cut(tmp_path, sleeper, width):
+    """On a cluster every row has a job, a Slurm state and a node (147 columns in all here): at 120 the
+    least needed columns are left out and named; what is shown is whole, at every width."""
+    from rich.console import Console
+
+    from hpc_unet.status.render import status_renderable
+    from hpc_unet.status.state import summarize
+
+    study, _ = build_study(tmp_path / "s", sleeper)
+    rows = slurm_rows(study)
+    console = Console(width=width, record=True, force_terminal=False, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(status_renderable(rows, summarize(rows, study)))
+    out = console.export_text()
+    lines = out.rstrip("\n").splitlines()
+    assert max(map(len, lines)) <= width and "…" not in out, out
+    header = re.split(r"\s{2,}", next(ln for ln in lines if ln.startswith("experiment")).strip())
+    note = [ln for ln in lines if ln.startswith("not shown at")]
+    dropped = [c for c in SLURM_COLUMNS if c not in header]
+    assert header == [c for c in SLURM_COLUMNS if c in header]
+    if width >= 150:
+        assert header == SLURM_COLUMNS and not note
+    else:
+        assert {"experiment", "state", "epochs", "best val Jaccard", "time left"} <= set(header)
+        assert note == [f"not shown at {width} columns: {', '.join(dropped)} (a wider terminal or "
+                        "`status --json` shows them)"]
+    cell = {"job": "job_id", "Slurm state": "slurm_state", "node": "node"}
+    for r in rows:
+        line = next(ln for ln in lines if ln.startswith(r["exp_id"] + " "))
+        for column, key in cell.items():
+            if column in header and r[key]:
+                assert f" {r[key]}" in line, (column, line)

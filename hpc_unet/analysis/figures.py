@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
+    from hpc_unet.analysis.patches import Patches
+
 HEATMAPS = {
     "best_val_jaccard": "heatmap_jaccard",
     "best_val_iou": "heatmap_iou",
@@ -43,6 +45,22 @@ DPI = 110
 VALUE_FORMAT = {"best_val_jaccard": "{:.3f}", "best_val_iou": "{:.3f}", "val_loss_std": "{:.3g}",
                 "val_loss_std_detrended": "{:.3g}", "best_epoch": "{:.1f}", "overfit_gap_end": "{:.3g}"}
 NOT_LEARNED_HATCH = "xxx"
+# A run that did not learn has no meaningful overfitting gap either (its losses barely moved): drawn as
+# "did not learn" like stability and convergence, so a flat run is never the "least overfitting" cell.
+UNDEFINED_WITHOUT_LEARNING = (*NEEDS_LEARNING, "overfit_gap_end")
+DIVERGING = ("overfit_gap_end",)
+LABELS = {"overfit_gap_end": "overfitting gap: val - train loss\n(last epoch; white = none, red = overfitting)"}
+
+
+def cell_text(metric: str, value: float, ran: float = float("nan")) -> str:
+    """A heatmap cell's number: whole epochs without a decimal, and how many epochs the runs ran."""
+    if metric == "best_epoch":
+        whole = abs(value - round(value)) < 1e-9
+        text = f"{value:.0f}" if whole else f"{value:.1f}"
+        if np.isfinite(ran):
+            text += f" of {ran:.0f}" if abs(ran - round(ran)) < 1e-9 else f" of {ran:.1f}"
+        return text
+    return VALUE_FORMAT.get(metric, "{:.3g}").format(value)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -82,6 +100,10 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
     if vmin == vmax:
         vmin, vmax = vmin - 0.5 * abs(vmin or 1), vmax + 0.5 * abs(vmax or 1)
     cmap = _cmap("viridis" if higher_better else "viridis_r")
+    if metric in DIVERGING:  # a gap: 0 is best, either sign is away from it
+        cmap = _cmap("RdBu_r")
+        vmax = max(abs(vmin), abs(vmax))
+        vmin = -vmax
     image = None
     for ax, arch in zip(axes, archs, strict=True):
         sub = cells[cells["architecture"] == arch].set_index(["learning_rate", "batch_size"])
@@ -103,15 +125,18 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
                     status = str(rec["label"]) if rec["n_completed"] == 0 else "n/a"
                     if rec["n_completed"] > 0 and flat >= rec["n_completed"]:
                         status = "did not\nlearn"
+                        if metric in UNDEFINED_WITHOUT_LEARNING:
+                            value = np.nan
                     partial = str(rec["label"]) if rec["n_completed"] > 0 else ""
                     if 0 < flat < rec["n_completed"]:
                         partial = (partial + ", " if partial else "") + f"{flat} flat"
-                if flat and np.isfinite(value) or (flat and metric in NEEDS_LEARNING):
+                if flat and np.isfinite(value) or (flat and metric in UNDEFINED_WITHOUT_LEARNING):
                     flat_cells += 1
                 if np.isfinite(value):
                     rgba = cmap((value - vmin) / (vmax - vmin))
                     dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-                    text = VALUE_FORMAT.get(metric, "{:.3g}").format(value) + (f"\n({partial})" if partial else "")
+                    ran = float(rec.get("epochs_run", np.nan)) if (lr, bs) in sub.index else np.nan
+                    text = cell_text(metric, value, ran) + (f"\n({partial})" if partial else "")
                     box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1} if flat else None
                     ax.text(j, i, text, ha="center", va="center", fontsize=8, bbox=box,
                             color="black" if flat or not dark else "white")
@@ -134,11 +159,11 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
         ax.set_title(arch, fontsize=10)
     axes[0].set_ylabel("learning rate")
     if image is not None:
-        fig.colorbar(image, ax=list(axes), label=label + ("\n(higher is better)" if higher_better else
-                                                          "\n(lower is better)"), shrink=0.9)
+        text = LABELS.get(metric, label + ("\n(higher is better)" if higher_better else "\n(lower is better)"))
+        fig.colorbar(image, ax=list(axes), label=text, shrink=0.9)
     handles = [Patch(facecolor="#d9d9d9", edgecolor="#7f7f7f", hatch="///", label="no value (status shown)")]
     if flat_cells:
-        what = ("undefined: the runs did not learn" if metric in NEEDS_LEARNING else
+        what = ("undefined: the runs did not learn" if metric in UNDEFINED_WITHOUT_LEARNING else
                 "runs that did not learn (skill < 0.10)")
         handles.append(Patch(facecolor="none", edgecolor="#b00000", hatch=NOT_LEARNED_HATCH, label=what))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
@@ -208,12 +233,14 @@ def _colors(n: int) -> list:
     return [cmap(i % 10) for i in range(max(n, 1))]
 
 
-LINESTYLES = ("-", "--", ":", "-.")
+LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)))
+NOT_LEARNED_COLOR = "#202020"  # black dotted: as visible as the others, unlike any lr colour
 
 
 def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     """Val Jaccard (top) and val loss (bottom) per epoch; panel per architecture, colour = lr, style = batch."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     hist = history.merge(completed[["exp_id", *FACTORS]], on="exp_id", how="inner").sort_values("epoch")
     flat = set(completed.loc[not_learned(completed), "exp_id"])
@@ -234,8 +261,11 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     handles += [Line2D([], [], color="black", linestyle=LINESTYLES[i % 4], label=f"batch {int(b)}")
                 for i, b in enumerate(bss)]
     if flat:
-        handles.append(Line2D([], [], color="#9a9a9a", label="did not learn"))
-    axes[0, 0].legend(handles=handles, fontsize=7)
+        handles.append(Line2D([], [], color=NOT_LEARNED_COLOR, linestyle=":", linewidth=1.4, label="did not learn"))
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # below the panels, never over the curves
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=7, frameon=False)
     return fig
 
 
@@ -259,7 +289,7 @@ def _draw_runs(panels: Any, sub: pd.DataFrame, flat: set, lrs: list, bss: list, 
         style = {"colors": colors[lrs.index(lr)], "linestyles": LINESTYLES[bss.index(bs) % 4], "linewidths": 1,
                  "alpha": 0.8}
         if is_flat:
-            style.update(colors="#9a9a9a", linewidths=0.7, alpha=0.6)
+            style.update(colors=NOT_LEARNED_COLOR, linestyles=":", linewidths=1.4, alpha=0.9)
         for ax, metric in zip(panels, ("val_jacard_coef", "val_loss"), strict=True):
             if metric in sub:
                 values = sub[metric].to_numpy(float)
@@ -293,12 +323,12 @@ def stability_vs_performance(completed: pd.DataFrame, corr: dict) -> Figure:
     return fig
 
 
-Example = tuple[str, str, dict[str, np.ndarray]]  # (architecture, what it is, arrays)
+Example = tuple[str, str, "Patches"]  # (architecture, which run, its scored patches)
 
 
 def load_examples(root: Path, completed: pd.DataFrame, recs: pd.DataFrame) -> list[Example]:
-    """The stored example patches of each architecture's recommended (best) run, where a run wrote them."""
-    from hpc_unet.train.examples import EXAMPLES_FILE, read_examples
+    """The scored patches of each architecture's recommended (best) run, where the run stored them."""
+    from hpc_unet.analysis.patches import load_patches
 
     out: list[Example] = []
     best = recs[recs["kind"] == "best"] if not recs.empty and "kind" in recs.columns else recs
@@ -307,44 +337,37 @@ def load_examples(root: Path, completed: pd.DataFrame, recs: pd.DataFrame) -> li
                          & np.isclose(completed["learning_rate"].astype(float), float(r["learning_rate"]))
                          & (completed["batch_size"].astype(int) == int(r["batch_size"])) & ~not_learned(completed)]
         for row in runs.to_dict("records"):
-            rel = str(row.get("examples") or "")
-            rel = rel if rel and rel != "nan" else f"runs/{row['exp_id']}/{EXAMPLES_FILE}"
-            arrays = read_examples(Path(root) / rel)
-            if arrays is not None and len(arrays.get("image", [])):
-                what = (f"lr {format_number(float(r['learning_rate']))}, batch {int(r['batch_size'])}, seed "
-                        f"{int(row.get('seed', 0))}; {arrays['split'].item()} patches")
-                out.append((str(r["architecture"]), what, arrays))
+            patches = load_patches(root, str(row["exp_id"]), row.get("examples", ""))
+            if patches is not None and patches.worst:
+                what = (f"{row['exp_id']}: lr {format_number(float(r['learning_rate']))}, batch "
+                        f"{int(r['batch_size'])}; {patches.split} patches")
+                out.append((str(r["architecture"]), what, patches))
                 break
     return out
 
 
-def overlays(examples: list[Example], per_row: int = 2) -> Figure:
-    """Per architecture: image, ground truth and predicted probability (0.5 contour) of stored patches."""
-    fig = _figure(11.0, 2.5 * len(examples) + 0.4)
+def overlays(examples: list[Example]) -> Figure:
+    """Per recommended run: its worst and best scored patch as image, truth, thresholded prediction, errors."""
+    from matplotlib.patches import Patch
+
+    from hpc_unet.analysis.patches import FN_RGB, FP_RGB, PANELS, TP_RGB, panels
+
+    fig = _figure(11.0, 2.0 * len(examples) + 0.7)
     rows = fig.subfigures(len(examples), 1, squeeze=False)[:, 0]
-    for sub, (arch, what, arrays) in zip(rows, examples, strict=True):
+    for sub, (arch, what, p) in zip(rows, examples, strict=True):
         sub.suptitle(f"{arch} ({what})", fontsize=9, fontweight="bold")
-        axes = sub.subplots(1, 3 * per_row)
-        n = min(per_row, len(arrays["image"]))
-        for k in range(per_row):
-            panels = axes[3 * k:3 * k + 3]
-            for ax in panels:
+        axes = sub.subplots(1, 2 * len(PANELS))
+        for k, (label, pos) in enumerate((("worst", p.worst[0]), ("best", p.best[0]))):
+            for j, (ax, rgb) in enumerate(zip(axes[4 * k:4 * k + 4], panels(p.image[pos], p.mask[pos],
+                                                                             p.predicted[pos]), strict=True)):
+                ax.imshow(rgb, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
-            if k >= n:
-                for ax in panels:
-                    ax.set_axis_off()
-                continue
-            img, mask, pred = arrays["image"][k], arrays["mask"][k] / 255.0, arrays["prediction"][k] / 255.0
-            panels[0].imshow(img, cmap="gray", vmin=0, vmax=255)
-            panels[1].imshow(img, cmap="gray", vmin=0, vmax=255)
-            panels[1].imshow(np.ma.masked_less(mask, 0.5), cmap="spring", alpha=0.45, vmin=0, vmax=1)
-            panels[2].imshow(pred, cmap="magma", vmin=0, vmax=1)
-            if 0.0 < mask.mean() < 1.0:
-                panels[2].contour(mask, levels=[0.5], colors="#00e0ff", linewidths=0.8)
-            for ax, title in zip(panels, ("image", "ground truth", "prediction"), strict=True):
-                ax.set_title(title, fontsize=8)
-    fig.suptitle("prediction: probability (bright = foreground); cyan line: ground-truth outline", fontsize=8)
+                title = PANELS[j] if j else f"{label}: patch {int(p.index[pos])}\nIoU {float(p.iou[pos]):.2f}"
+                ax.set_title(title, fontsize=7)
+    handles = [Patch(color=np.asarray(c) / 255, label=t) for c, t in
+               ((TP_RGB, "true positive"), (FP_RGB, "false positive"), (FN_RGB, "false negative (missed)"))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     return fig
 
 
@@ -353,19 +376,25 @@ def all_figures(cells: pd.DataFrame, cells_j: pd.DataFrame, completed: pd.DataFr
                 ) -> Iterable[tuple[str, str, Figure]]:
     """(name, caption, figure) for every figure the data allow."""
     learned = completed[~not_learned(completed)]
+    if "epochs_run" in learned.columns and not cells.empty:
+        ran = learned.groupby(list(FACTORS))["epochs_run"].mean().rename("epochs_run").reset_index()
+        cells = cells.drop(columns="epochs_run", errors="ignore").merge(ran, on=list(FACTORS), how="left")
     for metric, name in HEATMAPS.items():
         label = METRICS[metric][0]
         extra = (" (runs that learned only; cells where no run learned show 'did not learn')"
-                 if metric in NEEDS_LEARNING else "; cross-hatched red: runs that did not learn")
+                 if metric in UNDEFINED_WITHOUT_LEARNING else "; cross-hatched red: runs that did not learn")
+        if metric == "best_epoch":
+            extra += "; 'B of N': best at epoch B of the N epochs run (N below the plan: early stopping)"
         yield name, (f"{label} per (learning rate, batch size) cell, mean over completed seeds{extra}; hatched "
                      "grey cells have no value and show their status; '(k/n ok)' marks cells where some runs "
                      "failed"), heatmap(cells, metric)
     if completed.empty:
         return
     if examples:
-        yield "overlays", ("Example patches of each architecture's recommended run: image, ground truth (yellow) "
-                           "and predicted probability with the ground-truth outline; test patches when the study "
-                           "has a test set"), overlays(examples)
+        yield "overlays", ("The worst and the best scored patch of each architecture's recommended run: image, "
+                           "ground truth (yellow), prediction thresholded at 0.5, and its errors (green true "
+                           "positive, orange false positive, blue false negative) with the patch's IoU"
+                           ), overlays(examples)
     yield "comparison_lr", ("Best val Jaccard vs learning rate, a line per batch size; bars are the cell's 95% "
                             "CI (see the CI method column of the cell table)"), comparison_lr(cells_j)
     if not learned.empty:

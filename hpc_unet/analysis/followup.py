@@ -98,7 +98,7 @@ def _count(tables: dict[str, dict[str, Any]]) -> int:
 
     raw = {k: dict(v) for k, v in tables.items()}
     raw["data"] = {"kind": "synthetic", "patch_size": raw.get("data", {}).get("patch_size", 256)}
-    return len(build_rows(validate_spec(raw, base=Path.cwd())))
+    return len(build_rows(validate_spec(raw, base=Path.cwd()), resolve=False))
 
 
 def _cell_means(completed: pd.DataFrame, metric: str = PERFORMANCE) -> pd.DataFrame:

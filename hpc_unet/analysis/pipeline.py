@@ -136,6 +136,9 @@ def analyze(study_dir: str | Path, baseline_dir: str | Path | None = None, n_boo
         "status_counts": {str(k): int(v) for k, v in data.runs["status"].value_counts().items()},
         "notes": data.notes,
     }
+    from hpc_unet.analysis.transfer import add_to_bundle  # studies with an init_from axis (docs/transfer.md)
+
+    add_to_bundle(data, tables, png, svg, info, n_boot=n_boot)
     return Bundle(info=info, tables=tables, png=png, svg=svg)
 
 

@@ -7,8 +7,6 @@ Every file is written atomically: an interrupted write leaves the previous file 
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from dataclasses import dataclass, field
@@ -73,13 +71,16 @@ def read_bundle(directory: Path) -> Bundle:
 
 def write_report(directory: Path, bundle: Bundle) -> tuple[Path, Path]:
     blocks = build_blocks(bundle)
+    from hpc_unet.analysis.transfer import transfer_blocks
     from hpc_unet.predict.report import evaluation_blocks  # `hpc-unet evaluate` results, when present
 
     extra, extra_png = evaluation_blocks(directory)
-    blocks = blocks[:-1] + extra + blocks[-1:]
+    blocks = blocks[:-1] + transfer_blocks(bundle) + extra + blocks[-1:]
     md, page = directory / "report.md", directory / "report.html"
     atomic_write_text(md, to_markdown(blocks))
-    atomic_write_text(page, to_html(blocks, {**bundle.png, **extra_png}, title=blocks[0][1]))
+    from hpc_unet.analysis.site import write_site  # report.html and the explore/ pages
+
+    write_site(directory, bundle, blocks, {**bundle.png, **extra_png})
     return md, page
 
 
@@ -357,46 +358,3 @@ GLOSSARY = [
     "applicable when the grid lacks a level the claim names; fragile: depends on <run> when leaving that one "
     "run out changes the verdict.",
 ]
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;
-padding:0 1em;color:#222;box-sizing:border-box}.scroll{max-width:100%;overflow-x:auto}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 6px;
-text-align:left;vertical-align:top;overflow-wrap:break-word}th{background:#f2f2f2}img{max-width:100%;height:auto}
-figure{margin:1em 0 2em}figcaption{font-size:0.9em;color:#555}.supported{background:#d8f0d8}
-.not-supported{background:#f6d5d5}.inconclusive{background:#f7efd2}.not-applicable{background:#e6e6e6}
-code{background:#f4f4f4}p,li{overflow-wrap:break-word}
-td.supported,td.not-supported,td.inconclusive,td.not-applicable{white-space:nowrap}"""
-
-
-def to_html(blocks: list[Block], png: dict[str, bytes], title: str) -> str:
-    """A self-contained page: figures embedded as base64 PNG data URIs."""
-    e = html.escape
-    out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
-           f"<style>{CSS}</style></head><body>"]
-    for block in blocks:
-        kind = block[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"<{kind}>{e(block[1])}</{kind}>")
-        elif kind == "p":
-            if block[1]:
-                out.append(f"<p>{e(block[1])}</p>")
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in block[1]) + "</ul>")
-        elif kind == "table":
-            frame = block[2]
-            rows = ["<tr>" + "".join(f"<th>{e(str(c))}</th>" for c in frame.columns) + "</tr>"]
-            for row in frame.itertuples(index=False):
-                cells = []
-                for col, value in zip(frame.columns, row, strict=True):
-                    cls = f" class='{str(value).replace(' ', '-')}'" if col == "verdict" else ""
-                    cells.append(f"<td{cls}>{e(str(value))}</td>")
-                rows.append("<tr>" + "".join(cells) + "</tr>")
-            out.append("<div class='scroll'><table>" + "".join(rows) + "</table></div>")
-        elif kind == "figure":
-            data = png.get(block[1])
-            if data is None:
-                continue
-            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-            out.append(f"<figure><img alt='{e(block[1])}' src='{uri}'><figcaption>{e(block[2])}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"

@@ -200,22 +200,26 @@ def make_study(root: str | Path, *, spec: str | None = None, jaccard: Effect = d
     return study
 
 
-def write_example_patches(study: Study, exp_id: str, seed: int = 0, size: int = 48) -> str:
-    """A run's examples file as training writes it: blobs on a noisy background, a blurred prediction."""
+def write_example_patches(study: Study, exp_id: str, seed: int = 0, size: int = 48, n: int = 8) -> str:
+    """A run's examples file and scored validation patches as training writes them: blobs on a noisy
+    background, a prediction that misses more of some blobs than of others (so patch IoUs differ)."""
     from hpc_unet.train.examples import EXAMPLES_FILE, write_examples
+    from hpc_unet.train.val_patches import VAL_PATCHES_FILE, save_val_patches
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
-    masks, images = [], []
-    for _ in range(4):
+    masks, images, preds = [], [], []
+    for k in range(n):
         cy, cx, r = rng.uniform(12, size - 12, 2).tolist() + [rng.uniform(5, 10)]
         m = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.float32)
         masks.append(m)
         images.append(np.clip(0.3 + 0.4 * m + rng.normal(0, 0.08, m.shape), 0, 1))
-    mask, image = np.stack(masks)[..., None], np.stack(images)[..., None]
-    pred = np.clip(0.85 * mask + rng.normal(0, 0.1, mask.shape), 0, 1)
+        shift = k % 4  # a prediction displaced by 0..3 pixels: worse IoU for larger shifts
+        preds.append(np.clip(0.85 * np.roll(m, shift, axis=1) + rng.normal(0, 0.1, m.shape), 0, 1))
+    mask, image, pred = np.stack(masks)[..., None], np.stack(images)[..., None], np.stack(preds)[..., None]
     path = study.run_dir(exp_id) / EXAMPLES_FILE
-    write_examples(path, image, mask, pred, "validation")
+    write_examples(path, image[:4], mask[:4], pred[:4], "validation")
+    save_val_patches(study.run_dir(exp_id) / VAL_PATCHES_FILE, image, mask, pred)
     return str(path.relative_to(study.root))
 
 

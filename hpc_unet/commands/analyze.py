@@ -10,10 +10,6 @@ success criteria are judged against that study (e.g. one made from manifests/bas
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from hpc_unet.analysis.report import Bundle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpc_unet.analysis.console import print_summary
     from hpc_unet.analysis.pipeline import run_analysis
 
     bundle = run_analysis(args.study, args.baseline, n_boot=args.bootstrap)
@@ -35,24 +32,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(bundle, report)
     return 0
-
-
-def print_summary(bundle: Bundle, report: str) -> None:
-    """Verdict table and where the report is."""
-    from rich.console import Console
-    from rich.table import Table
-
-    colours = {"supported": "green", "not supported": "red", "inconclusive": "yellow", "not applicable": "white"}
-    console = Console()
-    if bundle.info.get("headline"):
-        console.print(bundle.info["headline"], highlight=False)
-    for line in bundle.info.get("summary", [])[:2]:
-        console.print(line, highlight=False)
-    table = Table(title="Verdicts")
-    for col in ("id", "claim", "verdict"):
-        table.add_column(col)
-    for row in bundle.tables["verdicts"].itertuples(index=False):
-        table.add_row(row.id, row.claim, f"[{colours.get(row.verdict, 'white')}]{row.verdict}[/]")
-    console.print(table)
-    console.print(f"report: {report}  (markdown: report.md, tables: tables/*.csv, figures: figures/)",
-                  highlight=False)

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     study = Study.at(args.study).require()
     report = collect(study)
+    from hpc_unet.tempfiles import sweep_shard_temps
+
+    sweep_shard_temps(study)  # what killed tasks left half written (a live task's own are kept)
     freed = 0
     if _leftover_checkpoints(study):
         from hpc_unet.dispatch.submit import prune_checkpoints

@@ -3,6 +3,7 @@
   hpc-unet data synth --out DIR [--slices N --height H --width W --seed S]
   hpc-unet data info --images A --masks B [--patch-size P]
   hpc-unet data prepare --study DIR     (build the study's patch cache now, e.g. before submitting)
+  hpc-unet data nuclei --wheel stardist-0.9.2-*.whl --out DIR   (real nuclei from a PyPI wheel, docs/transfer.md)
 """
 
 from __future__ import annotations
@@ -39,9 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("prepare", help="build the patch cache of every data setting in a study's manifest")
     p.add_argument("--study", required=True, help="study directory (made by `hpc-unet manifest`)")
 
+    p = sub.add_parser("nuclei", help="real annotated fluorescence nuclei from StarDist's wheel (BSD-3): "
+                       "train/test TIFF pairs")
+    p.add_argument("--wheel", required=True, help="stardist wheel (`pip download stardist==0.9.2 --no-deps -d DIR`)")
+    p.add_argument("--out", required=True, help="folder to write train.tif, train_masks.tif, test.tif, test_masks.tif")
+
 
 def run(args: argparse.Namespace) -> int:
-    return {"synth": _synth, "info": _info, "prepare": _prepare}[args.data_command](args)
+    return {"synth": _synth, "info": _info, "prepare": _prepare, "nuclei": _nuclei}[args.data_command](args)
+
+
+def _nuclei(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpc_unet.data.nuclei import write_nuclei
+
+    note = write_nuclei(Path(args.wheel).expanduser(), Path(args.out).expanduser())
+    print(f"wrote {args.out}: train.tif / test.tif ({note['nuclei_train']} / {note['nuclei_test']} nuclei), "
+          f"labels masks ([data] mask = \"labels\"); {note['licence']}")
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from hpc_unet.commands.submit import run_local_with_progress
     from hpc_unet.data.prepare import prepare_study
+    from hpc_unet.dispatch.live import run_local_with_progress
     from hpc_unet.dispatch.submit import plan
     from hpc_unet.manifest import create_study
     from hpc_unet.results.collect import collect
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     mark("collect")
     analysis = None
     if report.completed:
+        from hpc_unet.analysis.console import print_summary
         from hpc_unet.analysis.pipeline import run_analysis
-        from hpc_unet.commands.analyze import print_summary
 
         bundle = run_analysis(study.root)
         analysis = study.analysis_dir / "report.html"

@@ -74,7 +74,9 @@ def submit(args: argparse.Namespace) -> int:
     script = slurm.render_sbatch(folder, opts, 1)
     if args.dry_run:
         print(script)
-        print(f"# the job runs: hpc-unet evaluate {' '.join(job_argv)}")
+        import shlex
+
+        print(f"# the job runs: hpc-unet evaluate {shlex.join(job_argv)}")
         return 0
     slurm.preflight(opts, script)
     from hpc_unet.predict.evaluate import job
@@ -99,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("name the models: --study DIR (its completed runs) or --model PATH.keras (repeatable)")
     if args.model and not args.out:
         raise UserError("with --model give --out DIR for the results")
+    from hpc_unet.pathguard import check_outputs, study_inputs
+
+    check_outputs({"--out": args.out}, {"--images": args.images, "--masks": args.masks, "--data": args.data,
+                                        **{f"--model {m}": m for m in args.model or []},
+                                        **(study_inputs(args.study) if args.study else {})}, folders=("--out",))
     if args.slurm:
         return submit(args)
     from hpc_unet.predict import evaluate as ev

@@ -5,6 +5,11 @@ Writes several specs because the grid format is a cartesian product: <stem>-exte
 <stem>-comparison-lr*-bs*.toml (every architecture at each architecture's optimal lr and batch, with
 repeated seeds, so the comparison is paired). [data], [slurm] and [policy] come from <study>/spec.toml.
 Start each with `hpc-unet manifest --grid FILE --study NEW_DIR`.
+
+--transfer TARGET.toml writes <stem>-transfer-<architecture>.toml instead (scratch vs fine-tuned from the
+best configuration's run, by data budget, on the target's data); --ensemble K writes <stem>-ensemble-*.toml
+(the K best configurations x seeds) and prints the `evaluate` command that scores their ensemble
+(docs/transfer.md).
 """
 
 from __future__ import annotations
@@ -22,10 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="NEW.toml",
                         help="name stem of the specs to write, e.g. manifests/next.toml -> manifests/next-*.toml")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.add_argument("--transfer", metavar="TARGET.toml", help="write transfer-study specs onto the [data] of "
+                        "this grid spec instead (budgets 0.05, 0.1, 0.25, 1 x scratch/fine-tuned x --replicates)")
+    parser.add_argument("--ensemble", type=int, metavar="K", help="write the specs of the K best configurations x "
+                        "--replicates seeds instead, for an ensemble scored by `evaluate`")
 
 
 def run(args: argparse.Namespace) -> int:
     from hpc_unet.analysis.followup import plan_followups, write_followups
+    from hpc_unet.pathguard import check_outputs, study_inputs
+
+    check_outputs({"--out": args.out}, study_inputs(args.study))
+    if args.transfer or args.ensemble is not None:
+        return _transfer_or_ensemble(args)
 
     specs, notes = plan_followups(args.study, args.out, top=args.top, epochs=args.epochs,
                                   replicates=args.replicates, comparison_epochs=args.comparison_epochs)
@@ -38,5 +52,26 @@ def run(args: argparse.Namespace) -> int:
     for spec in specs:
         print(f"  {spec.path}  {spec.experiments} experiments: {spec.purpose}")
         print(f"      {'; '.join(spec.configurations)}")
+    print("start one with: hpc-unet manifest --grid FILE --study NEW_STUDY_DIR")
+    return 0
+
+
+def _transfer_or_ensemble(args: argparse.Namespace) -> int:
+    from hpc_unet.analysis.followup import write_followups
+    from hpc_unet.analysis.followup_transfer import plan_ensemble, plan_transfer
+    from hpc_unet.errors import UserError
+
+    if args.transfer and args.ensemble is not None:
+        raise UserError("give --transfer or --ensemble, not both (run followup twice)")
+    command = ""
+    if args.transfer:
+        specs = plan_transfer(args.study, args.transfer, args.out, replicates=args.replicates)
+    else:
+        specs, command = plan_ensemble(args.study, args.out, args.ensemble, replicates=args.replicates)
+    write_followups(specs, force=args.force)
+    for spec in specs:
+        print(f"  {spec.path}  {spec.experiments} experiments: {spec.purpose}")
+    if command:
+        print(f"then score the ensemble: {command}")
     print("start one with: hpc-unet manifest --grid FILE --study NEW_STUDY_DIR")
     return 0

@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from hpc_unet.study import Study
 
     spec = load_spec(args.grid, overrides=args.set)
+    from hpc_unet.dispatch.jobscript import refuse_control
+
+    refuse_control(args.study, "--study")  # the path goes into job scripts (#SBATCH lines, srun)
     study = Study.at(args.study)
     frame = create_study(study, spec, force=args.force)
     if not args.quiet:

@@ -70,24 +70,30 @@ def run(args: argparse.Namespace) -> int:
     path, label = resolve_model(args)
     if not path.exists():
         raise UserError(f"--model: {path} does not exist; pass a .keras file saved by a study")
-    meta = metadata.read(path) or {}
+    from hpc_unet.pathguard import check_files, check_outputs, study_inputs
+
+    check_outputs({"--out": args.out, "--overlay": args.overlay},
+                  {"--images": args.images, "--masks": args.masks, "--model": path,
+                   **(study_inputs(args.study) if args.study else {})}, folders=("--out", "--overlay"))
     items = images.list_inputs(Path(args.images))
     folder_input = Path(args.images).expanduser().is_dir()
-    req = runner.Request(items=items, out=Path(args.out).expanduser(), folder_input=folder_input,
+    out = Path(args.out).expanduser()
+    overlay = Path(args.overlay).expanduser() if args.overlay else None
+    masks = Path(args.masks).expanduser() if args.masks else None
+    truth_paths = {}
+    if masks is not None:
+        if not masks.exists():
+            raise UserError(f"--masks: {masks} does not exist; pass the ground-truth file or folder")
+        truth_paths = {i.stem: images.mask_for(i, masks, folder_input) for i in items}
+    inputs = [i.path for i in items] + list(truth_paths.values())
+    check_files("--out", [out / f"{i.stem}.{ext}" for i in items for ext in images.FORMATS], inputs)
+    if overlay is not None:  # one PNG per slice: <stem>.png, or <stem>-NNNN.png for stacks
+        check_files("--overlay", [overlay / f"{i.stem}.png" for i in items], inputs)
+    meta = metadata.read(path) or {}
+    req = runner.Request(items=items, out=out, folder_input=folder_input, masks=masks,
                          mask_mode=args.mask or meta.get("mask", "binary"), probabilities=args.probabilities,
-                         overlay=Path(args.overlay).expanduser() if args.overlay else None, fmt=args.format or "",
-                         threshold=args.threshold, quiet=args.quiet)
-    inputs = {i.path.resolve() for i in items}
-    for item in items:
-        for ext in images.FORMATS:
-            if (req.out / f"{item.stem}.{ext}").resolve() in inputs:
-                raise UserError(f"--out {req.out} would overwrite the input {item.path}; write the masks to "
-                                "another folder")
-    if args.masks:
-        req.masks = Path(args.masks).expanduser()
-        if not req.masks.exists():
-            raise UserError(f"--masks: {req.masks} does not exist; pass the ground-truth file or folder")
-        req.truth_paths = {i.stem: images.mask_for(i, req.masks, folder_input) for i in items}
+                         overlay=overlay, fmt=args.format or "", threshold=args.threshold, quiet=args.quiet,
+                         truth_paths=truth_paths)
     from hpc_unet.predict.engine import load_model
 
     model = load_model(path, name=label, batch_size=args.batch_size)

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         return rows, summarize(rows, study)
 
     rows, summary = snapshot()
+    analysis = _analysis_job(study)
+    if analysis:
+        summary["analysis_job"] = analysis
     if args.json:
         print(json.dumps({"summary": summary, "experiments": rows}, indent=2, default=str))
         return 0
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary_text(summary, rows))
         if summary.get("note"):
             print(summary["note"])
+        if analysis:
+            print(_analysis_line(analysis))
         return 0
     from hpc_unet.status.render import console as make_console
     from hpc_unet.status.render import status_renderable
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.watch:
         console.print(view())
+        if analysis:
+            console.print(_analysis_line(analysis), highlight=False)
         return 0
     from rich.live import Live
 
@@ -74,3 +81,18 @@ def run(args: argparse.Namespace) -> int:
             rows, summary = snapshot()
             live.update(view())
     return 0
+
+
+def _analysis_job(study):  # noqa: ANN001, ANN202 (Study -> dict | None)
+    """The newest `submit --then-analyze` job with its Slurm state, or None."""
+    from hpc_unet.dispatch import analyze_job
+    from hpc_unet.dispatch.records import load_records
+
+    job = analyze_job.latest(load_records(study))
+    return analyze_job.describe(study, job) if job else None
+
+
+def _analysis_line(info: dict) -> str:
+    from hpc_unet.dispatch import analyze_job
+
+    return analyze_job.line(info)

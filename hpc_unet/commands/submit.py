@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="also rerun failed, oom and diverged experiments")
     parser.add_argument("--only", action="append", metavar="EXP_ID", help="submit only these experiments (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script and task map; submit nothing")
+    parser.add_argument("--then-analyze", action="store_true",
+                        help="Slurm: also submit a small CPU job that runs collect and analyze after every array "
+                        "ends (--dependency=afterany), so the report is ready ([slurm] then_analyze = true)")
     parser.add_argument("--preflight", action="store_true",
                         help="first run `hpc-unet doctor`'s checks as a one-task job on the target partition; "
                         "submit the array only if it finds no problem")
@@ -36,20 +39,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Checks first, side effects last: options, Slurm reachable, the plan, ``sbatch --test-only`` on the
     real script; only then the data cache and the submission (see dispatch/slurm.py, preflight)."""
+    from hpc_unet.dispatch.jobscript import refuse_control
     from hpc_unet.dispatch.submit import check_executor, left_alone, plan, submit_slurm
     from hpc_unet.errors import UserError
     from hpc_unet.status.state import experiment_states
     from hpc_unet.study import Study, read_json
 
+    refuse_control(args.study, "--study")  # the path goes into job scripts (#SBATCH lines, srun)
     study = Study.at(args.study).require()
     executor = check_executor(args.executor)
     if args.max_parallel < 1 or args.per_process < 1:
         raise UserError("--max-parallel and --per-process must be at least 1")
     options = None
+    if executor != "slurm" and (getattr(args, "setup", None) or args.then_analyze):
+        flag = "--setup" if getattr(args, "setup", None) else "--then-analyze"
+        raise UserError(f"{flag} applies to Slurm jobs; with --executor {executor} the tasks inherit this shell's "
+                        f"environment: run the setup here first (or drop {flag}; analyze with `hpc-unet collect` "
+                        "and `hpc-unet analyze`)")
     if executor == "slurm":
         from hpc_unet.dispatch import slurm
 
-        options = slurm.options_from_args(args, read_json(study.meta_file).get("slurm", {}))
+        refuse_control(study.root, "the study path")  # a symlink's target counts too
+        options, sources = slurm.options_with_sources(args, read_json(study.meta_file).get("slurm", {}))
         if not args.dry_run:
             slurm.check_reachable()
     states = None if args.dry_run else experiment_states(study)
@@ -65,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if executor == "slurm" and not args.dry_run:
         slurm.preflight(options, slurm.render_sbatch(study.jobs_dir / "slurm", options, len(planned)))
+    if args.dry_run:  # the data a real submit would refuse, refused now (read in memory, nothing written)
+        from hpc_unet.data.prepare import check_study_data
+
+        check_study_data(study)
     if getattr(args, "preflight", False) and not args.dry_run:
         from hpc_unet.dispatch.preflight import preflight_line, run_preflight
 
@@ -78,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         record, script = submit_slurm(study, planned, options, dry_run=args.dry_run)
         if args.dry_run:
             print(script)
+            print("# where each setting came from (flags over the spec's [slurm] over the site profile):")
+            print("\n".join(slurm.describe_sources(options, sources)))
+            if options.get("then_analyze"):
+                print("# then: an analysis job (collect + analyze; 1 CPU, no GPU) with "
+                      "--dependency=afterany:<every array's job id>")
             print("# array task -> experiment")
             for i, p in enumerate(planned):
                 print(f"# {i}\t{p.exp_id}\tattempt {p.attempt}\t({p.reason})")
@@ -86,37 +106,14 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"submitted {len(planned)} experiments as Slurm array {first} "
                       f"(partition {options.get('partition')})" + (f"; left alone: {note}" if note else "")
                       + f"; follow with `hpc-unet status --study {study.root}`", highlight=False)
+        if record.analyze_job:
+            console.print(f"analysis job {record.analyze_job['job_id']} runs collect + analyze after array(s) "
+                          f"{', '.join(record.analyze_job['after'])}", highlight=False)
         return 0
     if args.dry_run:
         for i, p in enumerate(planned):
             print(f"{i}\t{p.exp_id}\tattempt {p.attempt}\t({p.reason})")
         return 0
+    from hpc_unet.dispatch.live import run_local_with_progress
+
     return run_local_with_progress(study, planned, executor, args.max_parallel, console, args.per_process)
-
-
-def run_local_with_progress(study, planned, executor: str, max_parallel: int, console, per_process: int = 1) -> int:
-    """Run locally with a live status display; exit 1 if any experiment did not complete."""
-    from rich.live import Live
-
-    from hpc_unet.dispatch.submit import run_local
-    from hpc_unet.manifest import read_manifest
-    from hpc_unet.status.render import status_renderable
-    from hpc_unet.status.state import experiment_states, summarize
-
-    frame = read_manifest(study)
-    ids = {p.exp_id for p in planned}
-    sub = frame[frame["exp_id"].isin(ids)]
-
-    def view():
-        rows = experiment_states(study, sub, query_slurm=False)
-        return status_renderable(rows, summarize(rows, study), detail=False), rows
-
-    with Live(view()[0], console=console, refresh_per_second=2, transient=False) as live:
-        run_local(study, planned, executor=executor, max_parallel=max_parallel, per_process=per_process,
-                  on_update=lambda: live.update(view()[0]))
-        renderable, rows = view()
-        live.update(renderable)
-    bad = [r for r in rows if r["state"] != "completed"]
-    for r in bad:
-        console.print(f"[red]{r['exp_id']}: {r['state']}[/] {r.get('error', '')}")
-    return 1 if bad else 0

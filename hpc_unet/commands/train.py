@@ -8,7 +8,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="study directory")
     parser.add_argument("--experiment", required=True, help="experiment id from the manifest")
-    parser.add_argument("--attempt", type=int, default=0, help="attempt number (default: the next one)")
+    parser.add_argument("--attempt", type=int, help="attempt number, >= 1 (default: the next one)")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
 
 
@@ -19,6 +19,9 @@ def run(args: argparse.Namespace) -> int:
     from hpc_unet.study import Study
     from hpc_unet.train.run import run_experiment
 
+    if args.attempt is not None and args.attempt < 1:
+        raise UserError(f"--attempt {args.attempt} is invalid: attempts count from 1 (--attempt must be >= 1); "
+                        "leave it out to run the next one")
     study = Study.at(args.study)
     row = get_row(study, args.experiment)
     attempt = args.attempt or next_attempt(study, args.experiment)
@@ -27,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
     except UserError:
         raise  # e.g. another task holds the experiment's lease: one line, nothing written
     except Exception as exc:
-        print(f"hpc-unet train: {args.experiment} ended as a failure ({type(exc).__name__}: {exc}); "
-              f"its shard is in {study.shards_dir}")
+        lost = getattr(exc, "shard_not_written", None)
+        where = (f"its failure shard could not be written ({lost.strerror or lost}): nothing was written to "
+                 f"{study.shards_dir}; the cause is in {study.progress_file(args.experiment)}" if lost is not None
+                 else f"its shard is in {study.shards_dir}")
+        print(f"hpc-unet train: {args.experiment} ended as a failure ({type(exc).__name__}: {exc}); {where}")
         return 1
     if summary.get("status") == "completed" and "best_val_jaccard" in summary:
         print(f"{args.experiment}: completed, best val Jaccard {summary['best_val_jaccard']:.4f} at epoch "

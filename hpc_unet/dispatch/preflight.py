@@ -21,7 +21,7 @@ BENCH_SECONDS = 10.0
 
 def doctor_job(study_root: str, bench_seconds: float = BENCH_SECONDS) -> dict[str, Any]:
     """What the preflight task runs on the node (Slurm's sinfo is not asked: compute nodes may lack it)."""
-    from hpc_unet.commands.doctor import collect_report
+    from hpc_unet.node_checks import collect_report
 
     return collect_report(study_root, bench_seconds, slurm=False)
 

@@ -18,13 +18,15 @@ class SubmissionRecord:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     name: str = ""
+    analyze_job: dict[str, Any] | None = None  # submit --then-analyze: {"job_id", "after", "script"}
 
     def save(self, study: Study) -> Path:
         if not self.name:
             self.name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.executor}-{secrets.token_hex(3)}"
         path = study.submissions_dir / f"{self.name}.json"
         atomic_write_json(path, {"executor": self.executor, "options": self.options, "tasks": self.tasks,
-                                 "created": self.created, "name": self.name})
+                                 "created": self.created, "name": self.name,
+                                 **({"analyze_job": self.analyze_job} if self.analyze_job else {})})
         return path
 
 

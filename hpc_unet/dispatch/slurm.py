@@ -3,7 +3,8 @@
 Login-node code: it never imports TensorFlow, and submitit is imported inside functions so that
 ``hpc-unet --help`` stays fast. Every setting is checked before anything is submitted, so a typo fails
 in a second on the login node instead of after hours in the queue, and nothing a user types can inject
-shell into the generated script except the ``setup`` lines, which are shell by design.
+shell into the generated script except the ``setup`` lines, which are shell by design (dispatch/jobscript.py
+checks them and every path written into the script).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+from hpc_unet.dispatch import jobscript
 from hpc_unet.errors import UserError
 
 # Settings used when neither the grid spec's [slurm] table nor a flag gives one. None = leave it to the
@@ -36,7 +39,10 @@ SLURM_DEFAULTS: dict[str, Any] = {
     "setup": [],
     "max_array_size": None,
     "timeout_requeues": 3,
+    "then_analyze": False,
 }
+# Upper bound of a time limit: a year. Slurm keeps limits in minutes; an absurd value is a typo.
+MAX_TIME_MINUTES = 365 * 24 * 60
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(,[A-Za-z0-9][A-Za-z0-9_.+-]*)*$")
@@ -65,6 +71,8 @@ def time_to_minutes(value: Any) -> int:
     if isinstance(value, int):
         if value <= 0:
             raise _fail("time", value, "it must be a positive number of minutes")
+        if value > MAX_TIME_MINUTES:
+            raise _fail("time", value, f"it must be at most {MAX_TIME_MINUTES} minutes (365 days)")
         return value
     m = TIME_RE.match(value.strip())
     if not m:
@@ -78,6 +86,8 @@ def time_to_minutes(value: Any) -> int:
         seconds = g["a"] * 60 + g["b"]
     if seconds <= 0:
         raise _fail("time", value, "the time limit must be positive")
+    if seconds > MAX_TIME_MINUTES * 60:
+        raise _fail("time", value, "the time limit must be at most 365 days (365-00:00:00)")
     return math.ceil(seconds / 60)
 
 
@@ -92,7 +102,7 @@ def _check_mem(value: Any) -> str:
 def _check_value_text(key: str, value: Any) -> str:
     text = str(value)
     bad = sorted(UNSAFE_VALUE_CHARS & set(text))
-    if bad or any(ord(c) < 32 for c in text):
+    if bad or jobscript.CONTROL_RE.search(text):
         raise _fail(key, value, f"it must not contain {' '.join(repr(c) for c in bad) or 'control characters'}")
     return text
 
@@ -131,7 +141,7 @@ def _check_setup(lines: Any) -> list[str]:
             raise _fail("setup", line, "each setup line must be a string")
         if any(c in line for c in "\n\r\0"):
             raise _fail("setup", line, "one setup line must not contain a newline or NUL; give one list item per line")
-        out.append(line)
+        out.append(jobscript.check_setup_line(line))
     return out
 
 
@@ -174,6 +184,8 @@ def validate_slurm_options(opts: dict[str, Any]) -> dict[str, Any]:
     out["mem"] = _check_mem(out["mem"])
     out["sbatch"] = _check_sbatch(out["sbatch"])
     out["setup"] = _check_setup(out["setup"])
+    if not isinstance(out["then_analyze"], bool):
+        raise _fail("then_analyze", out["then_analyze"], "it must be true or false")
     return out
 
 
@@ -215,21 +227,83 @@ def parse_sbatch_items(items: list[str] | None) -> dict[str, Any]:
 
 
 def options_from_args(args: argparse.Namespace, spec_slurm: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Slurm options: the spec's [slurm] table, overridden by the command-line flags, then validated."""
-    opts: dict[str, Any] = dict(spec_slurm or {})
-    for key in FLAG_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
+    """Slurm options: the site profile, the spec's [slurm] table over it, the command-line flags over
+    both, then validated."""
+    return options_with_sources(args, spec_slurm)[0]
+
+
+def options_with_sources(args: argparse.Namespace, spec_slurm: dict[str, Any] | None = None,
+                         environ: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(validated options, key -> where its value came from: "default", "site profile PATH", "spec" or
+    "--flag"). Setup lines add up (site, then spec, then flags); sbatch tables merge key by key."""
+    from hpc_unet.dispatch.site import load_site
+
+    site, site_file = load_site(environ)
+    if site:
+        try:
+            validate_slurm_options(site)
+        except UserError as exc:
+            raise UserError(f"site profile {site_file}: {exc}") from None
+    opts: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def layer(values: dict[str, Any], source: str) -> None:
+        for key, value in values.items():
+            if value is None:
+                continue
+            if key == "setup":
+                lines = [value] if isinstance(value, str) else value
+                if not isinstance(lines, list):
+                    raise _fail("setup", value, 'give a list of shell lines, e.g. setup = ["module load cuda/12"]')
+                if lines:
+                    opts["setup"] = [*opts.get("setup", []), *lines]
+                    previous = [src for src in sources.get("setup", "").split(" + ") if src]
+                    sources["setup"] = " + ".join(dict.fromkeys([*previous, source]))
+                continue
+            if key == "sbatch":
+                if not isinstance(value, dict):
+                    raise _fail("sbatch", value, 'give a table of sbatch options, e.g. sbatch = { mail-type = "END" }')
+                opts["sbatch"] = {**opts.get("sbatch", {}), **value}
+                for sub in value:
+                    sources[f"sbatch.{sub}"] = source
+                continue
             opts[key] = value
+            sources[key] = source
+
+    layer(site, f"site profile {site_file}")
+    layer(dict(spec_slurm or {}), "spec [slurm]")
+    flags = {key: getattr(args, key, None) for key in FLAG_KEYS}
+    for key in FLAG_KEYS:
+        if flags[key] is not None:
+            layer({key: flags[key]}, f"--{key.replace('_', '-')}")
     if getattr(args, "sbatch", None):
-        base = opts.get("sbatch") or {}
-        if not isinstance(base, dict):
-            raise _fail("sbatch", base, 'give a table of sbatch options, e.g. sbatch = { mail-type = "END" }')
-        opts["sbatch"] = {**base, **parse_sbatch_items(args.sbatch)}
+        layer({"sbatch": parse_sbatch_items(args.sbatch)}, "--sbatch")
     if getattr(args, "setup", None):
-        base_setup = opts.get("setup") or []
-        opts["setup"] = [*([base_setup] if isinstance(base_setup, str) else base_setup), *args.setup]
-    return validate_slurm_options(opts)
+        layer({"setup": list(args.setup)}, "--setup")
+    if getattr(args, "then_analyze", False):
+        layer({"then_analyze": True}, "--then-analyze")
+    validated = validate_slurm_options(opts)
+    for key in SLURM_DEFAULTS:
+        if key not in ("sbatch",) and key not in sources:
+            sources[key] = "default"
+    return validated, sources
+
+
+def describe_sources(opts: dict[str, Any], sources: dict[str, str]) -> list[str]:
+    """``# partition = "a40"  <- site profile ~/.config/hpc-unet/site.toml`` lines for ``submit --dry-run``."""
+    import json
+
+    lines = []
+    for key in SLURM_DEFAULTS:
+        if key in ("sbatch", "job_name"):
+            continue
+        value = opts.get(key)
+        shown = "(not set: the cluster's default)" if value is None else json.dumps(value)
+        shown += " minutes" if key == "time" and value is not None else ""
+        lines.append(f"# {key} = {shown}  <- {sources.get(key, 'default')}")
+    for key, value in (opts.get("sbatch") or {}).items():
+        lines.append(f"# sbatch.{key} = {json.dumps(value)}  <- {sources.get(f'sbatch.{key}', 'default')}")
+    return lines
 
 
 def executor_parameters(opts: dict[str, Any]) -> dict[str, Any]:
@@ -250,8 +324,9 @@ def executor_parameters(opts: dict[str, Any]) -> dict[str, Any]:
     for key in ("partition", "account", "qos", "constraint"):
         if opts[key]:
             params[key] = opts[key]
-    if opts["sbatch"]:
-        params["additional_parameters"] = dict(opts["sbatch"])
+    # --requeue: a task is requeued after preemption, node failure or its own `scontrol requeue` also
+    # where the site's default is JobRequeue=0 (which otherwise cancels it or refuses the requeue)
+    params["additional_parameters"] = {**opts["sbatch"], "requeue": True}
     if opts["setup"]:
         params["setup"] = list(opts["setup"])
     return params
@@ -259,6 +334,9 @@ def executor_parameters(opts: dict[str, Any]) -> dict[str, Any]:
 
 def _executor(folder: Path, opts: dict[str, Any], offline: bool = False) -> Any:
     import submitit
+
+    jobscript.refuse_control(folder, "the study path")
+    jobscript.refuse_control(sys.executable, "the Python executable path")
 
     cls = submitit.SlurmExecutor
     if offline and shutil.which("srun") is None:
@@ -268,7 +346,8 @@ def _executor(folder: Path, opts: dict[str, Any], offline: bool = False) -> Any:
                 return 1
 
         cls = _OfflineSlurmExecutor
-    executor = cls(folder=Path(folder), max_num_timeout=opts["timeout_requeues"])
+    executor = cls(folder=Path(folder), max_num_timeout=opts["timeout_requeues"],
+                   python=jobscript.step_command(sys.executable))
     executor.update_parameters(**executor_parameters(opts))
     return executor
 

@@ -75,6 +75,38 @@ def left_alone(states: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def local_gpus(environ: dict[str, str] | None = None, nvidia_smi: str | None = "nvidia-smi") -> list[str] | None:
+    """The GPUs this shell can use, without importing TensorFlow: CUDA_VISIBLE_DEVICES when set (ids or
+    UUIDs; "" or "-1": none), else the GPUs ``nvidia-smi -L`` lists, else None (unknown)."""
+    import shutil
+    import subprocess
+
+    env = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in env:
+        value = env["CUDA_VISIBLE_DEVICES"].strip()
+        return [] if value in ("", "-1", "NoDevFiles") else [d.strip() for d in value.split(",") if d.strip()]
+    if nvidia_smi is None or shutil.which(nvidia_smi) is None:
+        return None
+    try:
+        out = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU "))]
+
+
+def slot_env(gpus: list[str] | None, slot: int, slots: int) -> dict[str, str | None]:
+    """CUDA_VISIBLE_DEVICES of a local task in parallel slot ``slot`` of ``slots``: all the user's GPUs for
+    one slot, one GPU per slot (round robin) for several; unset when the GPUs are unknown (as in the
+    user's shell). submitit's LocalExecutor would otherwise give every task CUDA_VISIBLE_DEVICES=""."""
+    if gpus is None:
+        return {"CUDA_VISIBLE_DEVICES": None}
+    if not gpus:
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    if slots <= 1:
+        return {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+    return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
+
+
 def run_local(study: Study, planned: list[Planned], executor: str = "local", max_parallel: int = 1,
               on_update: Callable[[], None] | None = None, timeout_min: int = 24 * 60,
               per_process: int = 1) -> SubmissionRecord:
@@ -107,15 +139,20 @@ def run_local(study: Study, planned: list[Planned], executor: str = "local", max
 
     record.options.update(planned=[p.exp_id for items in queue for p in items], pid=os.getpid(), host=runinfo.host())
     running: list[tuple[Any, list[Planned]]] = []
+    gpus = local_gpus() if executor != "debug" else None
+    slot_of: dict[int, int] = {}  # id(job) -> parallel slot
     try:
         while queue or running:
             while queue and len(running) < capacity:
                 items = queue.pop(0)
+                slot = min(set(range(capacity)) - {slot_of[id(j)] for j, _ in running})
+                env = slot_env(gpus, slot, capacity) if executor != "debug" else None
                 if len(items) == 1:
-                    task: Any = TrainTask(str(study.root), items[0].exp_id, items[0].attempt, items[0].fresh)
+                    task: Any = TrainTask(str(study.root), items[0].exp_id, items[0].attempt, items[0].fresh, env)
                 else:
-                    task = TrainChunk(str(study.root), [(p.exp_id, p.attempt, p.fresh) for p in items])
+                    task = TrainChunk(str(study.root), [(p.exp_id, p.attempt, p.fresh) for p in items], env)
                 job = ex.submit(task)
+                slot_of[id(job)] = slot
                 for item in items:
                     record.tasks.append({"exp_id": item.exp_id, "attempt": item.attempt, "job_id": str(job.job_id),
                                          "array_index": n_tasks - len(queue) - 1})
@@ -181,6 +218,12 @@ def submit_slurm(study: Study, planned: list[Planned], options: dict[str, Any], 
             raise UserError(f"{exc}; {len(record.tasks)} of {len(planned)} experiments were submitted before "
                             "(recorded; `hpc-unet submit` again submits the rest)") from exc
         raise UserError(f"{exc}; nothing was submitted and the study is unchanged") from exc
+    if options.get("then_analyze"):
+        from hpc_unet.dispatch import analyze_job
+
+        arrays = list(dict.fromkeys(t["job_id"].split("_")[0] for t in record.tasks))
+        record.analyze_job = analyze_job.submit(study, options, arrays)
+        record.save(study)
     return record, script
 
 
@@ -198,7 +241,7 @@ def prune_checkpoints(study: Study) -> int:
     fresh heartbeat: status/precedence.py, may_prune). Returns the bytes freed."""
     import time
 
-    from hpc_unet.dispatch.lease import read_lease
+    from hpc_unet.lease import read_lease
     from hpc_unet.status.precedence import may_prune
     from hpc_unet.status.state import _read_progress, evidence
     from hpc_unet.train.checkpoint import clear

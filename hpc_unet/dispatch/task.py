@@ -9,11 +9,13 @@ A task that finds the experiment's lease held by another live task (dispatch/lea
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import submitit
 
+from hpc_unet.dispatch import jobscript
 from hpc_unet.study import Study
 
 
@@ -51,20 +53,52 @@ def _guard_preemption_handler() -> None:
         pass
 
 
+def replay_early_usr2() -> bool:
+    """Re-send a USR2 that the step wrapper (dispatch/jobscript.py) recorded before submitit's handler
+    was installed; the handler then checkpoints and requeues the task. True when one was replayed."""
+    import signal
+
+    flag = os.environ.get(jobscript.ENV_EARLY_SIGNAL)
+    if not flag or not os.path.exists(flag):
+        return False
+    try:
+        os.unlink(flag)
+    except OSError:
+        pass
+    print("hpc-unet: USR2 arrived before Python could handle it; handing it to submitit now", file=sys.stderr,
+          flush=True)
+    signal.raise_signal(signal.SIGUSR2)
+    return True
+
+
+def apply_env(env: dict[str, str | None] | None) -> None:
+    """Set (or, for None, remove) environment variables before TensorFlow starts: the local executor's
+    GPU per slot (submitit's LocalExecutor sets CUDA_VISIBLE_DEVICES="" for its subprocesses)."""
+    for key, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 class TrainTask(submitit.helpers.Checkpointable):
-    def __init__(self, study_root: str, exp_id: str, attempt: int = 1, fresh: bool = False) -> None:
+    def __init__(self, study_root: str, exp_id: str, attempt: int = 1, fresh: bool = False,
+                 env: dict[str, str | None] | None = None) -> None:
         self.study_root = str(study_root)
         self.exp_id = exp_id
         self.attempt = attempt
         self.fresh = fresh
+        self.env = env
 
     def __call__(self) -> dict[str, Any]:
-        from hpc_unet.dispatch.lease import LeaseHeld
+        _guard_preemption_handler()
+        replay_early_usr2()
+        apply_env(getattr(self, "env", None))  # before TensorFlow starts; old pickles have no env
+        from hpc_unet.lease import LeaseHeld
         from hpc_unet.manifest import get_row
         from hpc_unet.train.run import run_experiment
 
         study = Study.at(self.study_root)
-        _guard_preemption_handler()
         try:
             summary = run_experiment(get_row(study, self.exp_id), study, attempt=self.attempt, fresh=self.fresh)
         except LeaseHeld as exc:
@@ -82,11 +116,14 @@ class TrainChunk(submitit.helpers.Checkpointable):
     Python process with TensorFlow costs seconds, which dominates tiny studies. A failure is recorded in
     its experiment's shard and the chunk goes on; a rerun skips what already has a result."""
 
-    def __init__(self, study_root: str, items: list[tuple[str, int, bool]]) -> None:
+    def __init__(self, study_root: str, items: list[tuple[str, int, bool]],
+                 env: dict[str, str | None] | None = None) -> None:
         self.study_root = str(study_root)
         self.items = list(items)
+        self.env = env
 
     def __call__(self) -> list[dict[str, Any]]:
+        apply_env(getattr(self, "env", None))
         import keras
 
         out, errors = [], []

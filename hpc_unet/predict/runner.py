@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,10 +20,11 @@ import numpy as np
 
 from hpc_unet.predict import images, scores
 from hpc_unet.predict.engine import LoadedModel
+from hpc_unet.predict.progress import TileProgress
 from hpc_unet.study import atomic_write_json
+from hpc_unet.tempfiles import OWNER, owned_stage
 
 CHUNK = 32  # slices whose tiles share batches (bounds memory on long stacks)
-PROGRESS_MIN = 8  # show a progress bar from this many slices/files on
 
 
 @dataclass
@@ -44,35 +44,27 @@ class Request:
     truth_paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _progress(total: int, quiet: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=quiet or total < PROGRESS_MIN, transient=True)
-
-
 @contextlib.contextmanager
 def staged(folder: Path) -> Iterator[Path]:
     """A hidden folder inside ``folder`` to write into; its files move into ``folder`` only when the block
     succeeds, so bad input met halfway (a later file with the wrong channels) leaves no partial outputs."""
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".predict.", dir=folder))
-    try:
-        yield stage
-        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-            target = folder / path.relative_to(stage)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty: leave the file system as it was
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with owned_stage(folder, ".predict") as stage:  # also removes the stages of killed predicts
+        try:
+            yield stage
+            for path in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != OWNER):
+                target = folder / path.relative_to(stage)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: leave the file system as it was
+            raise
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def run(model: LoadedModel, req: Request) -> dict[str, Any]:
@@ -93,18 +85,16 @@ def _run(model: LoadedModel, req: Request, out: Path, overlay: Path | None) -> d
     n_slices = tiles = 0
     start = time.perf_counter()
     first = None if req.folder_input else req.items[0].read()
-    total = len(req.items) if first is None else len(first)
-    with _progress(total, req.quiet) as bar:
-        task = bar.add_task("predict", total=total)
+    bar = TileProgress(len(req.items), quiet=req.quiet)
+    try:
         for item in req.items:
             raw = first if first is not None else item.read()
             model.check_channels(raw, f"--images: {item.path}")
+            bar.begin_file(item.path.name, model.tile_count([s.shape[:2] for s in raw]))
             norm = model.normalized(raw)
             probs_list = []
             for lo in range(0, len(norm), CHUNK):
-                probs_list += model.probabilities(list(norm[lo:lo + CHUNK]))
-                if first is not None:
-                    bar.advance(task, len(norm[lo:lo + CHUNK]))
+                probs_list += model.probabilities(list(norm[lo:lo + CHUNK]), advance=bar.advance)
             probs = np.stack(probs_list)
             tiles += model.tile_count([p.shape for p in probs_list])
             n_slices += len(probs)
@@ -126,8 +116,8 @@ def _run(model: LoadedModel, req: Request, out: Path, overlay: Path | None) -> d
                     name = item.stem if len(pred) == 1 else f"{item.stem}-{s:04d}"
                     images.write_png(overlay / f"{name}.png",
                                      images.overlay(norm[s], pred[s], None if truth is None else truth[s]))
-            if first is None:
-                bar.advance(task)
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     record: dict[str, Any] = {
         "model": str(model.path), "exp_id": model.meta.get("exp_id", ""), "patch_size": model.patch,

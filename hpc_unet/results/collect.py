@@ -5,12 +5,14 @@ any status. Ties between attempts are broken by (attempt, finished_at, attempt_i
 deterministic, and every experiment with more than one attempt is reported. Only renamed (complete)
 shards are visible, so collecting while tasks still write is safe. Shards are immutable once written,
 so their rows are cached between collects (summaries in results/.summary-cache.parquet, the chosen
-attempts' histories in results/.history-cache.parquet) and only new shards are read. Shards are read as
+attempts' histories in results/.history-cache.parquet) and only new shards are read; a cached row is used
+only while its shard keeps the size and mtime it had when read (a shard damaged in place is read again and
+reported unreadable, as status reports it). Shards are read as
 Arrow tables in threads and converted to pandas once (measured at 3,600 experiments: see docs/bench.md).
 A new shard is read from its Arrow copy when that is current (shards.read_copy: ~10x cheaper than the
 Parquet file), else from the Parquet file.
 
-An unchanged collect (same shard files, same manifest, results as this collect wrote them, same hpc-unet)
+An unchanged collect (same shard files with the same sizes and mtimes, same manifest, results as this collect wrote them, same hpc-unet)
 returns the previous report without reading or writing anything, and without importing pandas or
 pyarrow: ``status --watch`` users run it in loops on a shared login node. What "same" means is recorded
 in results/.collect-state.json by every full collect.
@@ -38,6 +40,7 @@ from hpc_unet.results.shards import (
     summary_files,
 )
 from hpc_unet.study import Study, atomic_write, atomic_write_json
+from hpc_unet.tempfiles import sweep
 from hpc_unet.train.summary import MARGINAL, NOT_LEARNED, learning_of
 
 if TYPE_CHECKING:  # imported where used: an unchanged collect needs neither
@@ -157,6 +160,12 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
         cached = None
     if cached is not None:
         cached = migrate_summary(cached)
+    stamps = _shard_stamps(study)
+    if cached is not None and "_stamp" in cached.column_names:  # rows whose shard is as it was when read
+        current = pa.array([stamps.get(f) for f in cached.column("_file").to_pylist()], pa.string())
+        cached = cached.filter(pc.equal(pc.cast(cached.column("_stamp"), pa.string()), current))  # null (file gone): dropped
+    elif cached is not None:
+        cached = None  # a cache from before stamps: read every shard once
     known = set(cached.column("_file").to_pylist()) if cached is not None else set()
     new = [p for p in paths if p.name not in known]
     report.shards_read = len(new)
@@ -167,7 +176,8 @@ def _read_summaries(study: Study, paths: list[Path], report: CollectReport,
             continue
         if max(table.schema.get_field_index(old) for old in RENAMED_COLUMNS_V1) >= 0:
             table = migrate_summary(table)  # an older schema's names (cheap test first: thousands of tables)
-        fresh.append(table.append_column("_file", pa.array([path.name], pa.string())))
+        fresh.append(table.append_column("_file", pa.array([path.name], pa.string()))
+                     .append_column("_stamp", pa.array([str(stamps.get(path.name))], pa.string())))
     if fresh:
         fresh = [_drop_foreign(_concat(fresh), report)]
     names = {p.name for p in paths}
@@ -228,13 +238,16 @@ def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str]
     on_disk = set(os.listdir(study.shards_dir)) if study.shards_dir.exists() else set()
     hist_name = {a: history_file_for(study.shards_dir / file_of[a]).name for a in wanted}
     cached = _read_cache(cache_file)
-    if cached is not None and "attempt_id" not in cached.column_names:
-        cached = None
+    if cached is not None and ("attempt_id" not in cached.column_names or "_stamp" not in cached.column_names):
+        cached = None  # (a cache from before stamps: read the histories once)
+    stamps = _shard_stamps(study)
     have: set[str] = set()
     pruned = False
     if cached is not None and cached.num_rows:
-        valid = sorted(a for a in wanted if hist_name[a] in on_disk)
-        keep = pc.is_in(cached.column("attempt_id"), value_set=pa.array(valid, pa.string()))
+        valid = sorted(f"{a}|{stamps[hist_name[a]]}" for a in wanted if hist_name[a] in on_disk)
+        keys = pc.binary_join_element_wise(pc.cast(cached.column("attempt_id"), pa.string()),
+                                           pc.cast(cached.column("_stamp"), pa.string()), "|")
+        keep = pc.is_in(keys, value_set=pa.array(valid, pa.string()))  # only histories unchanged since read
         filtered = cached.filter(keep)
         pruned = filtered.num_rows != cached.num_rows
         cached = filtered
@@ -246,7 +259,8 @@ def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str]
         if table is None:
             report.unreadable.append(path.name)
         elif table.num_rows:
-            fresh.append(table)
+            fresh.append(table.append_column("_stamp", pa.array([str(stamps.get(path.name))] * table.num_rows,
+                                                                  pa.string())))
     parts = [t for t in [cached, *fresh] if t is not None and t.num_rows]
     if not parts:
         return pd.DataFrame(columns=list(HISTORY_COLUMNS))
@@ -254,7 +268,8 @@ def _read_histories(study: Study, results: pd.DataFrame, file_of: dict[str, str]
     if fresh or pruned:
         caches[cache_file] = table
     order = pc.index_in(table.column("attempt_id"), value_set=pa.array(wanted, pa.string())).to_numpy(False)
-    return table.take(pa.array(np.argsort(order, kind="stable"))).to_pandas()
+    table = table.take(pa.array(np.argsort(order, kind="stable")))
+    return table.drop_columns(["_stamp"]).to_pandas()
 
 
 def choose(rows: pd.DataFrame) -> pd.DataFrame:
@@ -275,6 +290,7 @@ def collect(study: Study) -> CollectReport:
         with open(study.results_dir / ".collect.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                sweep(study.results_dir)  # collects take turns on this lock: temporaries here are dead ones'
                 previous = _unchanged(study)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -285,6 +301,7 @@ def collect(study: Study) -> CollectReport:
     with open(study.results_dir / ".collect.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            sweep(study.results_dir)
             return _collect(study)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -298,14 +315,33 @@ def _file_stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+def _shard_stamps(study: Study) -> dict[str, str]:
+    """Shard file name -> "size:mtime_ns" (temporary files excluded): a cached row or report is reused only
+    while its shard still has the stamp it had when it was read."""
+    out: dict[str, str] = {}
+    try:
+        entries = list(os.scandir(study.shards_dir))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        out[entry.name] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out
+
+
 def _fingerprint(study: Study) -> dict[str, Any]:
     """What a collect's output depends on: the shard files (summaries in the order collect reads them,
     every other shard file by name; temporary files excluded), the manifest file, hpc-unet's version."""
     from hpc_unet import __version__
 
-    names = [p.name for p in summary_files(study)]
-    others = sorted(n for n in (os.listdir(study.shards_dir) if study.shards_dir.exists() else [])
-                    if not n.startswith(".") and not n.endswith(SUMMARY_SUFFIX))
+    stamps = _shard_stamps(study)  # size and mtime too: a shard damaged in place is a change
+    names = [f"{p.name}:{stamps.get(p.name)}" for p in summary_files(study)]
+    others = sorted(f"{n}:{stamp}" for n, stamp in stamps.items() if not n.endswith(SUMMARY_SUFFIX))
     digest = hashlib.sha256("\n".join([*names, "", *others]).encode()).hexdigest()
     return {"shards": digest, "manifest": _file_stamp(study.manifest_file), "version": __version__,
             "shard_schema": SHARD_SCHEMA_VERSION}
@@ -348,7 +384,7 @@ def _collect(study: Study) -> CollectReport:
         results = results.sort_values("exp_id", key=lambda s: s.map(order)).reset_index(drop=True)
         file_of = dict(zip(rows["attempt_id"], rows["_file"], strict=False))
         history = _read_histories(study, results, file_of, report, caches)
-        results = results.drop(columns=["_file"])
+        results = results.drop(columns=["_file", "_stamp"], errors="ignore")
     else:
         results = pd.DataFrame(columns=["exp_id", "attempt_id", "status", "attempts"])
         history = pd.DataFrame(columns=list(HISTORY_COLUMNS))

@@ -71,6 +71,10 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "examples": "path of the run's example patches (image, mask, prediction) for overlays, '' if none",
     "val_patch_intersection": "list: per validation patch sum(t*p) with the best weights (for bootstraps)",
     "val_patch_union": "list: per validation patch sum(t)+sum(p)-sum(t*p)",
+    "test_patch_intersection": "list: per test patch sum(t*p) with p thresholded at 0.5 (empty without a test set)",
+    "test_patch_union": "list: per test patch sum(t)+sum(p)-sum(t*p), p thresholded at 0.5",
+    "init_source": "JSON: the source model a fine-tuned run started from (path, sha256, its run and study, the "
+                   "source's normalisation, recorded not used); null for runs from scratch",
     "phase_seconds": "JSON: wall seconds per task phase (import, data, build, restore, first_epoch, train, finalize)",
     "schema_version": "shard schema version",
 }

@@ -54,10 +54,10 @@ def _summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
     row["schema_version"] = SHARD_SCHEMA_VERSION
     for key in SUMMARY_COLUMNS:
         row.setdefault(key, None)
-    for key in ("val_patch_intersection", "val_patch_union"):
+    for key in ("val_patch_intersection", "val_patch_union", "test_patch_intersection", "test_patch_union"):
         value = row.get(key)
         row[key] = [float(v) for v in value] if value is not None else []
-    for key in ("data_provenance", "phase_seconds"):
+    for key in ("data_provenance", "phase_seconds", "init_source"):
         if isinstance(row.get(key), dict):
             row[key] = json.dumps(row[key], sort_keys=True, default=str)
     return pd.DataFrame([row])
@@ -173,18 +173,29 @@ def is_whole_parquet(path: Path | str) -> bool:
 
 def shard_index(study: Study) -> dict[str, list[tuple[int, str, str]]]:
     """exp_id -> [(attempt, attempt_id, status)] from file names plus a footer check (no Parquet decoding)."""
+    return shard_scan(study)[0]
+
+
+def shard_scan(study: Study) -> tuple[dict[str, list[tuple[int, str, str]]], list[str]]:
+    """:func:`shard_index` and the summary shards under a valid name that fail the footer check (damaged):
+    status lists those as collect does (collect reports them unreadable)."""
     out: dict[str, list[tuple[int, str, str]]] = {}
+    damaged: list[str] = []
     shards = str(study.shards_dir)
     try:
         names = sorted(os.listdir(shards))
     except FileNotFoundError:
-        return out
+        return out, damaged
     for name in names:  # plain strings: at 36,000 shards Path objects cost more than the footer checks
         parsed = parse_summary_name(name) if name.endswith(SUMMARY_SUFFIX) else None
-        if parsed is not None and is_whole_parquet(os.path.join(shards, name)):
+        if parsed is None:
+            continue
+        if is_whole_parquet(os.path.join(shards, name)):
             exp_id, attempt, attempt_id, status = parsed
             out.setdefault(exp_id, []).append((attempt, attempt_id, status))
-    return out
+        else:
+            damaged.append(name)
+    return out, damaged
 
 
 def completed_experiments(study: Study) -> dict[str, str]:

@@ -7,6 +7,8 @@ The evidence about one experiment, strongest first (the first that applies decid
    signal arriving just after the result was written), a live lease (a duplicate task about to notice);
 2. a live lease (a task holds it with a fresh heartbeat): ``running``;
 3. a result shard of the latest submitted attempt (or of a newer one): its status (failed, oom, diverged);
+   without one, a progress file of that attempt (or a newer one) that records a failure (the task could
+   not write its shard, e.g. on a full disk): that failure;
 4. the latest task is alive in the scheduler (or, locally, its process): ``running`` or ``queued``;
 5. the scheduler did not answer, or answered something that could not be parsed: ``unknown``, never lost;
 6. the latest task is known to have ended, no live task holds the lease, no fresh heartbeat: ``lost``;
@@ -41,6 +43,7 @@ class Evidence:
     lease_live: bool = False
     scheduler: str = SCHED_NONE
     heartbeat_fresh: bool = False
+    progress_failure: str = ""  # a failure progress.json records for an attempt without a shard
 
 
 def decide(ev: Evidence) -> str:
@@ -51,6 +54,8 @@ def decide(ev: Evidence) -> str:
         return "running"
     if ev.task_attempt and ev.shard and ev.shard_attempt >= ev.task_attempt:
         return ev.shard
+    if ev.progress_failure:
+        return ev.progress_failure
     if ev.task_attempt:
         if ev.scheduler in (SCHED_RUNNING, SCHED_QUEUED):
             return ev.scheduler

@@ -5,7 +5,8 @@ become "not submitted" here); learning rates print like ids (1e-04); durations a
 completed run whose early stopping ended it before its epochs says "stopped early". The summary line is
 printed above the table and again below it, so it stays on screen however long the table is. The table
 is one per study, grouped by architecture, one line per experiment: a 36-experiment study fits a
-120x50 terminal.
+120x50 terminal. The table is laid out at the terminal's width: when Slurm's job, state and node columns
+make it wider, the least needed columns are left out and named below it, never cut mid-value.
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
     if lost:
         parts.append(Text(f"lost (the job ended, no result): {', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}"
                           " -- `hpc-unet submit` reruns them from their checkpoints", style="bold red"))
+    damaged = summary.get("unreadable") or []
+    if damaged:  # the files collect reports unreadable, named the same way here
+        parts.append(Text(f"damaged shards ({len(damaged)}, collect skips them): {', '.join(damaged[:4])}"
+                          f"{' ...' if len(damaged) > 4 else ''} -- remove them; `hpc-unet submit` reruns "
+                          "experiments left without a result", style="bold red"))
     causes = [r for r in rows if r["state"] in ("failed", "oom", "diverged") and r.get("error")]
     for r in causes[:8]:  # the cause each task recorded (e.g. an allocated GPU TensorFlow cannot use)
         parts.append(Text(f"{r['exp_id']}: {r['error']}", style="red"))
@@ -153,20 +159,23 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
     return Group(*parts)
 
 
+# Optional columns dropped, in this order, when the table is wider than the terminal: the least needed
+# first. A dropped column is named below the table, never cut off mid-value.
+DROP_ORDER = ("node", "Slurm state", "job", "epoch time", "restarts")
+
+
 def _table(groups: dict[str, list[dict]]) -> Any:
     """One compact table as aligned text lines: a bold architecture line opens each group; optional
     columns only when some row uses them. Plain lines, not a rich Table: laying out a Table costs about a
-    millisecond per row, which a study with hundreds of rows to show pays on every refresh."""
-    from rich.text import Text
-
+    millisecond per row, which a study with hundreds of rows to show pays on every refresh. Laid out when
+    printed, at the console's width: columns that do not fit are left out (DROP_ORDER) and named."""
     listed = [r for items in groups.values() for r in items]
     optional = {"restarts": any(r.get("restarts") for r in listed), "time left": any(r.get("eta") for r in listed),
                 "job": any(r.get("job_id") for r in listed), "Slurm state": any(r.get("slurm_state") for r in listed)}
     columns = ["experiment", "state", "epochs", "best val Jaccard", "epoch time"]
     columns += [c for c in ("restarts", "time left", "job") if optional[c]]
     columns += ["Slurm state", "node"] if optional["Slurm state"] else []
-    right = {"epochs", "best val Jaccard", "epoch time", "restarts"}
-    body: list[tuple[str, list[str]] | str] = []
+    body: list[tuple[str, dict[str, str]] | str] = []
     for arch, items in groups.items():
         body.append(f"{arch} ({len(items)})")
         for r in items:
@@ -178,27 +187,62 @@ def _table(groups: dict[str, list[dict]]) -> Any:
                      "restarts": str(r.get("restarts") or 0), "time left": _time_left(r),
                      "job": r.get("job_id") or "-", "Slurm state": r.get("slurm_state") or "-",
                      "node": r.get("node") or "-"}
-            body.append((cells["state"], [cells[c] for c in columns]))
-    widths = [max([len(c), *(len(b[1][i]) for b in body if isinstance(b, tuple))]) for i, c in enumerate(columns)]
+            body.append((cells["state"], cells))
+    return StatusTable(columns, body)
 
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(v.rjust(w) if c in right else v.ljust(w)
-                         for c, v, w in zip(columns, cells, widths, strict=True)).rstrip()
 
-    text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(fmt(columns) + "\n", style="bold")
-    state_at = sum(widths[:1]) + 2
-    for item in body:
-        if isinstance(item, str):
-            text.append(item + "\n", style="bold underline")
-            continue
-        label, cells = item
-        line = fmt(cells)
-        text.append(line[:state_at])
-        text.append(line[state_at:state_at + widths[1]], style=STATE_STYLE.get(label, ""))
-        text.append(line[state_at + widths[1]:] + "\n")
-    text.rstrip()
-    return text
+class StatusTable:
+    """The status table, laid out at the width rich renders it at (``__rich_console__``)."""
+
+    right = {"epochs", "best val Jaccard", "epoch time", "restarts"}
+
+    def __init__(self, columns: list[str], body: list[tuple[str, dict[str, str]] | str]) -> None:
+        self.columns = columns
+        self.body = body
+
+    def widths(self, columns: list[str]) -> list[int]:
+        return [max([len(c), *(len(b[1][c]) for b in self.body if isinstance(b, tuple))]) for c in columns]
+
+    def fit(self, width: int) -> tuple[list[str], list[str]]:
+        """(columns shown, columns left out) so that every line is at most ``width`` characters."""
+        shown = list(self.columns)
+        for name in DROP_ORDER:
+            if sum(self.widths(shown)) + 2 * (len(shown) - 1) <= width:
+                break
+            if name in shown:
+                shown.remove(name)
+        return shown, [c for c in self.columns if c not in shown]
+
+    def text(self, width: int) -> Any:
+        from rich.text import Text
+
+        columns, dropped = self.fit(width)
+        widths = self.widths(columns)
+
+        def fmt(cells: list[str]) -> str:
+            return "  ".join(v.rjust(w) if c in self.right else v.ljust(w)
+                             for c, v, w in zip(columns, cells, widths, strict=True)).rstrip()
+
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(fmt(columns) + "\n", style="bold")
+        state_at = widths[0] + 2
+        for item in self.body:
+            if isinstance(item, str):
+                text.append(item + "\n", style="bold underline")
+                continue
+            label, cells = item
+            line = fmt([cells[c] for c in columns])
+            text.append(line[:state_at])
+            text.append(line[state_at:state_at + widths[1]], style=STATE_STYLE.get(label, ""))
+            text.append(line[state_at + widths[1]:] + "\n")
+        if dropped:
+            text.append(f"not shown at {width} columns: {', '.join(dropped)} (a wider terminal or "
+                        "`status --json` shows them)\n", style="dim")
+        text.rstrip()
+        return text
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        yield self.text(options.max_width)
 
 
 def print_manifest(frame: pd.DataFrame, title: str) -> None:

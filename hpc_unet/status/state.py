@@ -15,9 +15,15 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from hpc_unet.dispatch.lease import judge, read_lease, stale_seconds
 from hpc_unet.dispatch.records import latest_tasks
-from hpc_unet.results.shards import attempt_rank, shard_index
+from hpc_unet.lease import judge, read_lease, stale_seconds
+from hpc_unet.results.shards import (
+    HISTORY_SUFFIX,
+    attempt_rank,
+    is_whole_parquet,
+    parse_summary_name,
+    shard_scan,
+)
 from hpc_unet.status import precedence
 from hpc_unet.status.precedence import Evidence
 from hpc_unet.study import Study, read_json
@@ -117,9 +123,22 @@ def evidence(shard_items: list[tuple[int, str, str]] | None, task: dict[str, Any
     shard = max(shard_items, key=attempt_rank)[2] if shard_items else None
     shard_attempt = max(a for a, _, _ in shard_items) if shard_items else 0
     view = judge(lease, now)
-    return Evidence(shard=shard, shard_attempt=shard_attempt, task_attempt=int(task.get("attempt", 0) or 0),
+    task_attempt = int(task.get("attempt", 0) or 0)
+    return Evidence(shard=shard, shard_attempt=shard_attempt, task_attempt=task_attempt,
                     lease_live=view.live, scheduler=scheduler_view(task, sched, prog),
-                    heartbeat_fresh=lease is None and progress_fresh(prog, now))
+                    heartbeat_fresh=lease is None and progress_fresh(prog, now),
+                    progress_failure=_progress_failure(prog, shard_attempt, task_attempt))
+
+
+def _progress_failure(prog: dict[str, Any], shard_attempt: int, task_attempt: int) -> str:
+    """The failure a progress file records for an attempt newer than every shard and not older than the
+    latest task ('' if none): what a task that could not write its failure shard leaves."""
+    try:
+        attempt = int(prog.get("attempt", 0) or 0)
+    except (TypeError, ValueError):
+        return ""
+    state = prog.get("state")
+    return str(state) if state in precedence.FAILURES and attempt > shard_attempt and attempt >= task_attempt else ""
 
 
 def _restarts(prog: dict[str, Any], lease: dict[str, Any] | None, ev: Evidence) -> int:
@@ -143,7 +162,10 @@ def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] |
         records = frame
     else:
         records = frame[list(STATUS_COLUMNS)].to_dict("records")
-    index = shard_index(study)  # one directory scan for both (completed_experiments would scan again)
+    index, damaged = shard_scan(study)  # one directory scan for both (completed_experiments would scan again)
+    damaged_of: dict[str, list[str]] = {}
+    for name in damaged:
+        damaged_of.setdefault(parse_summary_name(name)[0], []).append(name)  # type: ignore[index]
     read_progress = _progress_reader(study)
     tasks = latest_tasks(study)
     slurm_ids = [t["job_id"] for t in tasks.values() if t.get("executor") == "slurm" and t.get("job_id")]
@@ -171,8 +193,23 @@ def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] |
                "lease": (lease or {}).get("job_id", "") if ev.lease_live else "",
                "updated_at": prog.get("updated_at"), "error": prog.get("error", ""),
                "started_at": prog.get("started_at"), "finished_at": prog.get("finished_at")}
+        row["damaged_shards"] = _damaged(study, exp_id, items, damaged_of.get(exp_id, []))
+        if row["damaged_shards"] and not row["error"]:
+            row["error"] = (f"result shard {row['damaged_shards'][0]} is damaged (truncated or not Parquet); "
+                            "remove it, and `hpc-unet submit` reruns the experiment if it has no other result")
         rows.append(row)
     return rows
+
+
+def _damaged(study: Study, exp_id: str, items: list[tuple[int, str, str]] | None, summaries: list[str]) -> list[str]:
+    """The experiment's damaged summary shards, and the history shard of the attempt that counts when that
+    one is damaged or gone: the files collect reports unreadable (one footer check per experiment)."""
+    out = list(summaries)
+    if items:
+        history = max(items, key=attempt_rank)[1] + HISTORY_SUFFIX
+        if not is_whole_parquet(os.path.join(study.shards_dir, history)):
+            out.append(history)
+    return out
 
 
 def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
@@ -192,5 +229,6 @@ def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
             "running": running, "queued": counts.get("queued", 0) + waiting_locally,
             "pending": counts.get("pending", 0) - waiting_locally,
             "unknown": counts.get("unknown", 0), "restarts": sum(int(r.get("restarts") or 0) for r in rows),
+            "unreadable": sorted(n for r in rows for n in r.get("damaged_shards", ())),
             "counts": counts, "eta_seconds": eta.seconds, "parallel": eta.parallel, "eta_basis": eta.basis,
             "note": SCHEDULER_DOWN if down else ""}

@@ -110,6 +110,26 @@ class Diverged(Exception):
         self.epoch = epoch
 
 
+class WriterWatch(keras.callbacks.Callback):
+    """Raises a background checkpoint write's error in the epoch after it, before that epoch is recorded:
+    checked after every batch, and at the epoch's end by waiting for the write (which the next bundle's
+    submit would wait for anyway). So the failure shard, progress.json and status all count the epochs
+    whose bundles were handed over, not one more. Place it just before :class:`EpochRecorder`."""
+
+    def __init__(self, writer: Any) -> None:
+        super().__init__()
+        self.writer = writer
+        self.blocked_seconds = 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.writer.raise_if_failed()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        t0 = time.perf_counter()
+        self.writer.wait()
+        self.blocked_seconds = time.perf_counter() - t0
+
+
 class EpochRecorder(keras.callbacks.Callback):
     """Records each epoch, stops on NaN/inf, and hands the end-of-epoch state to ``on_epoch_done``.
 
@@ -117,8 +137,11 @@ class EpochRecorder(keras.callbacks.Callback):
     before the checkpoint is taken.
     """
 
-    def __init__(self, history: list[dict[str, Any]], on_epoch_done: Callable[[int, bool], None]) -> None:
+    def __init__(self, history: list[dict[str, Any]], on_epoch_done: Callable[[int, bool], None],
+                 epochs: int | None = None) -> None:
         super().__init__()
+        self.epochs = epochs  # the run's epochs, when one fit trains only part of them (fine-tuning phases)
+        self.finished = False
         self.history = history
         self.on_epoch_done = on_epoch_done
         self.diverged: Diverged | None = None
@@ -148,5 +171,6 @@ class EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self.history.append(record)
-        finished = bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"]
+        finished = bool(self.model.stop_training) or epoch + 1 >= (self.epochs or self.params["epochs"])
+        self.finished = finished
         self.on_epoch_done(epoch + 1, finished)

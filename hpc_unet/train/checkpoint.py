@@ -193,6 +193,11 @@ class CheckpointWriter:
         self._thread.start()
         return time.perf_counter() - t0
 
+    def raise_if_failed(self) -> None:
+        """Re-raise the error of a write that has already failed, without waiting for one in flight."""
+        if self._error is not None:
+            self.wait()
+
     def wait(self, raise_error: bool = True) -> None:
         """Wait for the write in flight; re-raise its error (``raise_error=False``: drop it)."""
         if self._thread is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_unet import runinfo
-from hpc_unet.dispatch.lease import current_restarts, leased
+from hpc_unet.lease import current_restarts, leased
 from hpc_unet.results.shards import completed_experiments, new_attempt_id, now_iso, write_shard
 from hpc_unet.study import Study, atomic_write_json, fault_point, read_json
 from hpc_unet.train.checkpoint import Bundle, CheckpointWriter, clear, load_latest
@@ -26,6 +26,7 @@ from hpc_unet.train.examples import EXAMPLES_FILE, save_run_examples
 from hpc_unet.train.logs import write_history_csv
 from hpc_unet.train.progress import Progress
 from hpc_unet.train.summary import learned_columns, summarize_history
+from hpc_unet.train.val_patches import VAL_PATCHES_FILE, save_val_patches
 
 ENV_THREADS = "HPC_UNET_THREADS"
 
@@ -230,18 +231,36 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
                    "diverged_epoch": getattr(exc, "epoch", 0) if status == "diverged" else 0,
                    "max_rss_bytes": runinfo.max_rss_bytes(), "peak_gpu_bytes": _peak_gpu_bytes_if_loaded(),
                    "finished_at": now_iso()}
-        write_shard(study, summary, history)
-        progress.update(state=status, error=f"{type(exc).__name__}: {str(exc)[:600]}")
+        cause = f"{type(exc).__name__}: {str(exc)[:600]}"
+        try:
+            write_shard(study, summary, history)
+        except OSError as err:  # a full disk: the failure shard is lost, progress.json keeps the cause
+            exc.shard_not_written = err  # type: ignore[attr-defined]  (commands/train.py says so)
+            cause += f" (its failure shard could not be written to {study.shards_dir}: {err.strerror or err})"
+        _record_end(progress, state=status, error=cause)
         raise
     return summary
+
+
+def _record_end(progress: Progress, **fields: Any) -> None:
+    """The final progress update; on a full disk the atomic write (a second copy) may not fit, so the file
+    is then rewritten in place: status must see the failure and its cause even then."""
+    try:
+        progress.update(**fields)
+    except OSError:
+        try:
+            progress.update_in_place(**fields)
+        except OSError:
+            pass  # nothing can be written: the task's own exit status and log still say it failed
 
 
 def _classify(exc: BaseException) -> str | None:
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return None
-    from hpc_unet.train.callbacks import Diverged
+    import sys
 
-    if isinstance(exc, Diverged):
+    callbacks = sys.modules.get("hpc_unet.train.callbacks")  # not imported yet: no Diverged (and no Keras
+    if callbacks is not None and isinstance(exc, callbacks.Diverged):  # import to print its noise after bad data)
         return "diverged"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
         return "oom"
@@ -279,12 +298,17 @@ class _Parts:
     early: Any
     plateau: Any
     callbacks: list[Any]
+    compile_with: Any = None  # learning rate -> a fresh optimizer, the model compiled with it
 
 
-def _build(row: dict[str, Any], study: Study, data: Any, state: dict[str, Any]) -> _Parts:
+def _build(row: dict[str, Any], study: Study, data: Any, state: dict[str, Any], start: int = 0,
+           fresh: bool = True) -> _Parts:
+    """The compiled model for a run that has ``start`` epochs done; ``fresh``: no checkpoint, so a
+    fine-tuned run's weights come from its source model."""
     import keras
 
     from hpc_unet.models import build_model
+    from hpc_unet.train import finetune
     from hpc_unet.train.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau
     from hpc_unet.train.losses import get_loss
     from hpc_unet.train.metrics import make_metrics
@@ -295,17 +319,27 @@ def _build(row: dict[str, Any], study: Study, data: Any, state: dict[str, Any]) 
                            dropout=float(row["dropout"]), batch_norm=bool(row["batch_norm"]))
 
     model = builder()
-    optimizer = keras.optimizers.Adam(learning_rate=float(row["learning_rate"]),
-                                      clipnorm=float(row["clipnorm"]) if row["clipnorm"] else None)
-    model.compile(optimizer=optimizer,
-                  loss=get_loss(row["loss"], gamma=float(row["focal_gamma"]),
-                                class_balancing=bool(row["class_balancing"]), alpha=float(row["focal_alpha"])),
-                  metrics=make_metrics(), jit_compile=bool(row["jit_compile"]),
-                  run_eagerly=bool(row.get("run_eagerly", False)))
-    # Adam's slots created inside the first traced train step make tf.function trace that step twice;
-    # built here they exist before fit (measured, CPU seconds to the first smoke batch: UNet 3.9 -> 2.4,
-    # Attention_ResUNet 8.0 -> 2.7). A second build (on restore) is a no-op.
-    optimizer.build(model.trainable_variables)
+    if str(row.get("init_from", "none")) != "none":
+        source = finetune.load_source_weights(model, row) if fresh else _source_record(row)
+        state["init_source"] = source
+        data.provenance["source_model"] = source
+        finetune.set_encoder_trainable(model, not finetune.frozen_after(row, start))
+
+    def compile_with(learning_rate: float) -> Any:
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate,
+                                          clipnorm=float(row["clipnorm"]) if row["clipnorm"] else None)
+        model.compile(optimizer=optimizer,
+                      loss=get_loss(row["loss"], gamma=float(row["focal_gamma"]),
+                                    class_balancing=bool(row["class_balancing"]), alpha=float(row["focal_alpha"])),
+                      metrics=make_metrics(), jit_compile=bool(row["jit_compile"]),
+                      run_eagerly=bool(row.get("run_eagerly", False)))
+        # Adam's slots created inside the first traced train step make tf.function trace that step twice;
+        # built here they exist before fit (measured, CPU seconds to the first smoke batch: UNet 3.9 -> 2.4,
+        # Attention_ResUNet 8.0 -> 2.7). A second build (on restore) is a no-op.
+        optimizer.build(model.trainable_variables)
+        return optimizer
+
+    optimizer = compile_with(float(row["learning_rate"]))
     state["param_count"] = int(model.count_params())
     state["device"] = device_name()
     import tensorflow as tf
@@ -324,7 +358,30 @@ def _build(row: dict[str, Any], study: Study, data: Any, state: dict[str, Any]) 
         from hpc_unet.train.logs import tensorboard_callback
 
         callbacks.append(tensorboard_callback(study.run_dir(row["exp_id"])))
-    return _Parts(builder, model, optimizer, early, plateau, callbacks)
+    return _Parts(builder, model, optimizer, early, plateau, callbacks, compile_with)
+
+
+def _source_record(row: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed fine-tuned run records of its source (the weights come from its checkpoint)."""
+    from hpc_unet.transfer.source import read_source
+
+    info = read_source(Path(str(row["init_path"])))
+    meta = info.metadata
+    return {"path": str(info.path), "sha256": info.sha256, "exp_id": meta.get("exp_id", ""),
+            "study_name": meta.get("study_name", ""), "architecture": info.architecture,
+            "source_scaling": meta.get("scaling"), "source_data": meta.get("data"),
+            "freeze": str(row.get("freeze", "none"))}
+
+
+def _unfreeze(parts: _Parts) -> None:
+    """Every layer trainable, with a fresh Adam at the current learning rate (finetune.py says why)."""
+    import keras
+
+    from hpc_unet.train.finetune import set_encoder_trainable
+
+    lr = float(keras.ops.convert_to_numpy(parts.optimizer.learning_rate))
+    set_encoder_trainable(parts.model, True)
+    parts.optimizer = parts.compile_with(lr)
 
 
 def _restore(parts: _Parts, bundle: Bundle | None, history: list[dict[str, Any]], state: dict[str, Any]) -> tuple[int, bool]:
@@ -345,11 +402,11 @@ def _restore(parts: _Parts, bundle: Bundle | None, history: list[dict[str, Any]]
 def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, parts: _Parts,
          history: list[dict[str, Any]], start: int, progress: Progress, phases: _Phases) -> None:
     """Train epochs ``start..epochs-1``; each epoch end hands a snapshot bundle to the background writer."""
-    from hpc_unet.train.callbacks import EpochRecorder, snapshot_variables
+    from hpc_unet.train.callbacks import EpochRecorder, WriterWatch, snapshot_variables
     from hpc_unet.train.pipeline import eval_dataset, steps_per_epoch, train_dataset
 
     exp_id, epochs, batch = row["exp_id"], int(row["epochs"]), int(row["batch_size"])
-    model, optimizer, early, plateau = parts.model, parts.optimizer, parts.early, parts.plateau
+    model, early, plateau = parts.model, parts.early, parts.plateau
     # the "epoch-end" fault point fires once the epoch's bundle is in place, as when bundles were synchronous
     writer = CheckpointWriter(study.run_dir(exp_id) / "checkpoint", on_published=lambda _: fault_point("epoch-end"))
     last_best: list[Any] = [None]
@@ -360,7 +417,7 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
         best_weights = early.best_weights
         snapshot = Bundle(
             epoch=epoch, model=snapshot_variables(model.variables), best=best_weights,
-            optimizer=snapshot_variables(optimizer.variables), best_changed=best_weights is not last_best[0],
+            optimizer=snapshot_variables(parts.optimizer.variables), best_changed=best_weights is not last_best[0],
             state={"history": [dict(h) for h in history], "finished": done, "early_stopping": early.get_state(),
                    "reduce_lr": plateau.get_state() if plateau else None, "seed": int(row["seed"]),
                    "exp_id": exp_id, "attempt_id": base["attempt_id"]})
@@ -368,26 +425,56 @@ def _fit(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, par
         writer.submit(snapshot)
         progress.update(state="running", epoch=epoch, best_val_jaccard=best,
                         last_epoch_seconds=history[-1]["epoch_seconds"], lr=history[-1]["lr"],
-                        checkpoint_blocked_seconds=round(time.perf_counter() - t0, 4),
+                        checkpoint_blocked_seconds=round(time.perf_counter() - t0 + watch.blocked_seconds, 4),
                         checkpoint_write_seconds=round(writer.last_write_seconds, 4))
         write_history_csv(study.run_dir(exp_id), history)
         if "first_epoch" not in phases:
             phases.mark("first_epoch")
 
-    recorder = EpochRecorder(history, on_epoch_done)
+    watch = WriterWatch(writer)
+    recorder = EpochRecorder(history, on_epoch_done, epochs=epochs)
     progress.update(state="running", epoch=start)
     try:
-        model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, start,
-                                augment=row.get("augment", "none")),
-                  validation_data=eval_dataset(data.val_x, data.val_y, batch), epochs=epochs, initial_epoch=start,
-                  steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
-                  callbacks=[*parts.callbacks, recorder], verbose=0, shuffle=False)
+        for first, last in _segments(row, start, epochs):
+            if recorder.finished or recorder.diverged is not None:
+                break  # early stopping (or a NaN) ended the run in the frozen phase
+            if first > start or (first == start and _needs_unfreeze(row, start)):
+                _unfreeze(parts)
+            keep_best = early.restore_best_weights
+            early.restore_best_weights = last == epochs  # a segment's end must not swap in the best weights
+            if first > start:  # fit resets the callbacks at its start: carry their state over
+                early.set_state(early.get_state(), early.best_weights)
+                if plateau is not None:
+                    plateau.set_state(plateau.get_state())
+            model.fit(train_dataset(data.train_x, data.train_y, batch, int(row["seed"]), epochs, first,
+                                    augment=row.get("augment", "none")),
+                      validation_data=eval_dataset(data.val_x, data.val_y, batch), epochs=last, initial_epoch=first,
+                      steps_per_epoch=steps_per_epoch(len(data.train_x), batch),
+                      callbacks=[*parts.callbacks, watch, recorder], verbose=0, shuffle=False)
+            early.restore_best_weights = keep_best
     except BaseException:
         writer.close(raise_error=False)  # the bundle in flight is published (or not) before we leave
         raise
     writer.close()
     if recorder.diverged is not None:
         raise recorder.diverged
+
+
+def _segments(row: dict[str, Any], start: int, epochs: int) -> list[tuple[int, int]]:
+    """(first, last) epoch ranges trained by one fit each: two when the encoder unfreezes in between."""
+    from hpc_unet.train.finetune import unfreeze_epoch
+
+    switch = unfreeze_epoch(row)
+    if switch is None or switch <= start or switch >= epochs:
+        return [(start, epochs)]
+    return [(start, switch), (switch, epochs)]
+
+
+def _needs_unfreeze(row: dict[str, Any], start: int) -> bool:
+    """A run resumed from the checkpoint of epoch ``unfreeze_epoch`` was built frozen; it unfreezes first."""
+    from hpc_unet.train.finetune import unfreeze_epoch
+
+    return unfreeze_epoch(row) == start
 
 
 def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any, parts: _Parts,
@@ -406,6 +493,7 @@ def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any
         model.set_weights(best_weights)
     val_pred = _predict(model, data.val_x, batch)
     inter, union = patch_overlaps(np.asarray(data.val_y), val_pred)
+    save_val_patches(study.run_dir(exp_id) / VAL_PATCHES_FILE, data.val_x, data.val_y, val_pred)
     examples = study.run_dir(exp_id) / EXAMPLES_FILE
     save_run_examples(examples, lambda x: _predict(model, x, batch), data.val_x, data.val_y, val_pred,
                       data.test_x, data.test_y)
@@ -414,8 +502,15 @@ def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any
         scores = model.evaluate(eval_dataset(data.test_x, data.test_y, batch), return_dict=True, verbose=0)
         test = {"test_jaccard": float(scores["jacard_coef"]), "test_iou": float(scores["iou"]),
                 "test_dice": float(scores["dice"])}
+        # per test patch, thresholded as test_iou: intervals over test patches (analysis/transfer.py)
+        t_inter, t_union = patch_overlaps(np.asarray(data.test_y),
+                                          (_predict(model, data.test_x, batch) > 0.5).astype(np.float32))
+        test.update(test_patch_intersection=t_inter.tolist(), test_patch_union=t_union.tolist())
+    metadata = model_metadata(row, data.provenance, data.train_x.shape[1], data.train_x.shape[-1])
+    if state.get("init_source"):  # a fine-tuned model names the model it started from
+        metadata["init_source"] = {k: state["init_source"].get(k) for k in ("path", "sha256", "exp_id", "study_name")}
     model_bytes = _save_model(parts.builder, model.get_weights(), study.run_dir(exp_id) / "model" / "best.keras",
-                              model_metadata(row, data.provenance, data.train_x.shape[1], data.train_x.shape[-1]))
+                              metadata)
     phases.mark("finalize")
     summary = {**base, **state, **summarize_history(history, epochs), **test, "status": "completed",
                "val_patch_intersection": inter.tolist(), "val_patch_union": union.tolist(),
@@ -438,17 +533,19 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     caller, which writes the failure shard when this raises."""
     phases = _Phases()
     state["phase_seconds"] = phases
-    _select_device(row, study)
-    configure_tensorflow(row)
     from hpc_unet.data import prepare_for_row
+    from hpc_unet.data.budget import apply_budget
 
-    phases.mark("import")
-    data = prepare_for_row(row, study)
+    # NumPy only, before TensorFlow starts: a bad data file is the first line a user sees
+    data = apply_budget(prepare_for_row(row, study), float(row.get("train_fraction", 1.0)))
     phases.mark("data")
     state["data_provenance"] = data.provenance
-    parts = _build(row, study, data, state)
-    phases.mark("build")
+    _select_device(row, study)
+    configure_tensorflow(row)
+    phases.mark("import")
     bundle = load_latest(study.run_dir(row["exp_id"]) / "checkpoint")
+    parts = _build(row, study, data, state, start=bundle.epoch if bundle is not None else 0, fresh=bundle is None)
+    phases.mark("build")
     start, finished = _restore(parts, bundle, history, state)
     phases.mark("restore")
     if not finished and start < int(row["epochs"]):

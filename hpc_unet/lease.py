@@ -133,10 +133,6 @@ def judge(holder: dict[str, Any] | None, now: float | None = None, host: str | N
     return LeaseView(True, holder, "held")
 
 
-def lease_view(study: Study, exp_id: str, now: float | None = None) -> LeaseView:
-    return judge(read_lease(study.run_dir(exp_id)), now)
-
-
 def describe(holder: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     age = now - float(holder.get("heartbeat_at", now))
@@ -244,6 +240,10 @@ def take(study: Study, exp_id: str, attempt: int = 0) -> Lease:
                 "host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()),
                 "attempt": attempt, "token": secrets.token_hex(8), "taken_at": now, "heartbeat_at": now}
         atomic_write_json(run_dir / LEASE_FILE, data)
+    from hpc_unet.tempfiles import sweep_run_dir, sweep_shard_temps
+
+    sweep_run_dir(run_dir)  # the only live holder now: temporaries in its folders are dead writers'
+    sweep_shard_temps(study, exp_id)
     return Lease(run_dir, data, restarts)
 
 

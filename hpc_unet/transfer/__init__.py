@@ -1,0 +1,1 @@
+"""Transfer learning: start runs from trained models (source resolution without TensorFlow)."""

@@ -1,0 +1,103 @@
+"""Mutation testing of the modules whose mistakes would change a user's conclusion or lose work.
+
+``./quickstart.sh mutate [MODULE ...]`` (or ``.venv/bin/python tools/mutate.py``) runs mutmut on each
+MODULE against that module's quick tests only, one module at a time, and prints killed / mutants and the
+survivors. Without MODULE it lists the configured modules. Each module works in its own scratch copy
+``.mutmut/<module>/`` (mutmut reads its settings from setup.cfg in the working directory and writes
+``mutants/`` there), so results are cached per module and a rerun only tests what changed. docs/testing.md
+has the scores and why each remaining survivor is equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRATCH = REPO / ".mutmut"
+
+# module (dotted, below hpc_unet) -> the quick tests that defend it (pytest node ids or files)
+MODULES: dict[str, list[str]] = {
+    "train.metrics": ["tests/test_metrics.py", "tests/test_properties.py"],
+    "train.losses": ["tests/test_losses.py"],
+    "predict.scores": ["tests/test_predict_scores.py", "tests/test_properties.py"],
+    "predict.tiles": ["tests/test_predict_scores.py", "tests/test_properties.py"],
+    "status.precedence": ["tests/test_slurm_lease.py", "tests/test_properties.py", "-m", "not slurm and not slow"],
+    "status.slurm_state": ["tests/test_slurm_parsing.py", "tests/test_slurm_queries.py", "tests/test_properties.py"],
+    "lease": ["tests/test_lease.py", "tests/test_slurm_lease.py", "-m", "not slurm and not slow"],
+    "results.shards": ["tests/test_reliability_shards.py", "tests/test_collect_fast.py"],
+    "results.collect": ["tests/test_collect_fast.py", "tests/test_reliability_shards.py", "tests/test_collect_cli.py"],
+    "train.summary": ["tests/test_train_summary.py", "tests/test_analysis_conclusions.py"],
+    "analysis.stats": ["tests/test_analysis_stats.py"],
+    "analysis.verdicts": ["tests/test_analysis_verdicts.py"],
+}
+
+
+def setup_cfg(module: str) -> str:
+    selection = "\n    ".join(t for t in MODULES[module] if not t.startswith("tests/") or (REPO / t).exists())
+    return (f"[mutmut]\nsource_paths = hpc_unet\nonly_mutate = hpc_unet/{module.replace('.', '/')}.py\n"
+            f"also_copy = manifests\npytest_add_cli_args = -q\n    -p\n    no:randomly\n    -p\n    no:cacheprovider\n"
+            f"pytest_add_cli_args_test_selection = {selection}\nprocess_isolation = forkserver\n"
+            "use_git_change_detection = false\n")
+
+
+def prepare(module: str) -> Path:
+    """A scratch copy of the sources and tests (refreshed every run; mutmut's cache survives)."""
+    work = SCRATCH / module
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("hpc_unet", "tests", "manifests"):
+        if (work / name).exists():
+            shutil.rmtree(work / name)
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "pyproject.toml", work / "pyproject.toml")
+    (work / "setup.cfg").write_text(setup_cfg(module))
+    return work
+
+
+def scores(work: Path, module: str) -> tuple[int, int, list[str]]:
+    """(killed, mutants, survivors) from mutmut's per-file results: the tests passed (0), no test ran it
+    (5, 33) or it was not checked (None) is a survivor; a failure, error or timeout is a kill."""
+    meta = work / "mutants" / "hpc_unet" / (module.replace(".", "/") + ".py.meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    survivors = sorted(k for k, v in codes.items() if v in (0, 5, 33, None))
+    return len(codes) - len(survivors), len(codes), survivors
+
+
+def run(module: str, show: bool) -> tuple[int, int, list[str]]:
+    work = prepare(module)
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    subprocess.run([mutmut, "run"], cwd=work, check=False)
+    killed, total, survivors = scores(work, module)
+    print(f"{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.0f} %), {len(survivors)} survived")
+    for name in survivors:
+        print(f"  survived {name}")
+        if show:
+            subprocess.run([mutmut, "show", name], cwd=work, check=False)
+    return killed, total, survivors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quickstart.sh mutate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"one of {', '.join(MODULES)}, or all")
+    parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    args = parser.parse_args(argv)
+    if not args.modules:
+        for module, tests in MODULES.items():
+            print(f"{module:20} {' '.join(tests)}")
+        return 0
+    chosen = list(MODULES) if args.modules == ["all"] else args.modules
+    unknown = [m for m in chosen if m not in MODULES]
+    if unknown:
+        print(f"mutate: unknown module {unknown[0]}; choose from {', '.join(MODULES)}", file=sys.stderr)
+        return 2
+    for module in chosen:
+        run(module, args.show)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

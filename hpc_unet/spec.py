@@ -160,7 +160,7 @@ PRIMARY_METRICS = ("soft_jaccard", "iou")
 SPLITS = ("patch", "slice")
 
 # [[hypothesis]] tables: the claims the analysis judges. rule -> the keys it needs (besides id, claim).
-# The verdict engine (analysis/verdicts.py) implements each rule; docs/analysis.md states them.
+# The verdict engine (analysis/verdicts/) implements each rule; docs/analysis.md states them.
 HYPOTHESIS_RULES: dict[str, tuple[str, ...]] = {
     "lr_range_best": ("learning_rate",),        # [low, high]: lrs in the range beat every lr outside it
     "best_lr": ("architecture", "learning_rate"),

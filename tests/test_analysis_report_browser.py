@@ -89,6 +89,19 @@ def _rows(page) -> list[list[str]]:
                                      "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
 
 
+def _settled(page, col: int, reverse: bool, seconds: float = 5.0) -> list[float]:
+    """The column's values once the table has re-drawn in that order (bounded wait: the sort is drawn
+    asynchronously after the click), or the last values read when it never does."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        values = [float(r[col]) for r in _rows(page) if r[col]]
+        if values == sorted(values, reverse=reverse) or time.monotonic() > deadline:
+            return values
+        page.wait_for_timeout(100)
+
+
 def test_every_page_loads_its_images_fits_1280_px_and_stays_offline(browser, report):
     for rel in PAGES:
         page = _open(browser, report / rel)
@@ -113,10 +126,10 @@ def test_run_table_sorts_filters_and_opens_a_run_page_with_its_curve(browser, re
     assert len(all_rows) == 36
     order = header.locator("button.dtcc-button_order")  # the column's sort button
     order.click()
-    values = [float(r[col]) for r in _rows(page) if r[col]]
+    values = _settled(page, col, reverse=False)
     assert values == sorted(values) and len(values) == 35 and values != [float(r[col]) for r in all_rows if r[col]]
     order.click()  # second click: descending
-    values = [float(r[col]) for r in _rows(page) if r[col]]
+    values = _settled(page, col, reverse=True)
     assert values == sorted(values, reverse=True) and len(values) == 35  # the oom run has no score
     page.fill(".dt-search input", "Attention_ResUNet")
     filtered = _rows(page)

@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# submitit configures logging when first imported (logging.config.dictConfig), which closes every handler
+# already installed; once TensorFlow is loaded that includes absl's, which closes its stream unless that
+# stream is the current sys.stderr. Under pytest the stream is a capture buffer, and the first test to
+# import submitit after one that imported TensorFlow killed the session ("I/O operation on closed file";
+# seen with test_slurm_parsing's sbatch test in random order). Importing it here, first, makes the order
+# irrelevant.
+import submitit  # noqa: E402, F401
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HPC_UNET_THREADS", "1")

@@ -79,7 +79,10 @@ FIT = """() => {
     return true;
   }).map(e => e.tagName + '.' + e.className);
   const images = [...document.images];
-  return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, wide: wide.slice(0, 5),
+  // the report's own tables must fit their box at 1280 px (no columns hidden off to the side)
+  const clipped = [...document.querySelectorAll('div.scroll > table.t')].filter(
+    t => t.parentElement.scrollWidth > t.parentElement.clientWidth + 1).map(t => t.rows[0].innerText.slice(0, 40));
+  return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, wide: wide.slice(0, 5).concat(clipped),
           images: images.length, broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)};
 }"""
 
@@ -87,19 +90,6 @@ FIT = """() => {
 def _rows(page) -> list[list[str]]:
     return page.eval_on_selector_all("table.dataTable tbody tr",
                                      "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
-
-
-def _settled(page, col: int, reverse: bool, seconds: float = 5.0) -> list[float]:
-    """The column's values once the table has re-drawn in that order (bounded wait: the sort is drawn
-    asynchronously after the click), or the last values read when it never does."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while True:
-        values = [float(r[col]) for r in _rows(page) if r[col]]
-        if values == sorted(values, reverse=reverse) or time.monotonic() > deadline:
-            return values
-        page.wait_for_timeout(100)
 
 
 def test_every_page_loads_its_images_fits_1280_px_and_stays_offline(browser, report):
@@ -125,11 +115,17 @@ def test_run_table_sorts_filters_and_opens_a_run_page_with_its_curve(browser, re
     all_rows = _rows(page)
     assert len(all_rows) == 36
     order = header.locator("button.dtcc-button_order")  # the column's sort button
+    sorted_as = "(th, want) => th.getAttribute('aria-sort') === want"
     order.click()
-    values = _settled(page, col, reverse=False)
+    page.wait_for_function(f"({sorted_as})(document.querySelectorAll('table.dataTable thead th')[{col}], "
+                           "'ascending')", timeout=10_000)
+    values = [float(r[col]) for r in _rows(page) if r[col]]
     assert values == sorted(values) and len(values) == 35 and values != [float(r[col]) for r in all_rows if r[col]]
+    page.wait_for_timeout(600)  # two quick clicks would be one double click
     order.click()  # second click: descending
-    values = _settled(page, col, reverse=True)
+    page.wait_for_function(f"({sorted_as})(document.querySelectorAll('table.dataTable thead th')[{col}], "
+                           "'descending')", timeout=10_000)
+    values = [float(r[col]) for r in _rows(page) if r[col]]
     assert values == sorted(values, reverse=True) and len(values) == 35  # the oom run has no score
     page.fill(".dt-search input", "Attention_ResUNet")
     filtered = _rows(page)
@@ -151,8 +147,23 @@ def test_the_checks_can_fail(browser, tmp_path):
     """A broken image, an element wider than the window and a request to the network are all caught."""
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><img alt='gone' src='missing.png'><div style='width:2000px'>wide</div>"
-                   "<script src='http://127.0.0.1:9/x.js'></script></body></html>")
+                   "<div class='scroll' style='overflow-x:auto;width:300px'><table class='t'><tr><td style="
+                   "'white-space:nowrap'>a table row much wider than its 300 px box, so columns hide</td></tr>"
+                   "</table></div><script src='http://127.0.0.1:9/x.js'></script></body></html>")
     page = _open(browser, bad)
     fit = page.evaluate(FIT)
-    assert len(fit["broken"]) == 1 and fit["scrollWidth"] > 1280 and fit["wide"]
+    assert len(fit["broken"]) == 1 and fit["scrollWidth"] > 1280
+    assert fit["wide"][0] == "DIV." and fit["wide"][1].startswith("a table row much wider")
     assert page.outside == ["http://127.0.0.1:9/x.js"]
+
+
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the browser test"):
+        _require_browser()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="Chromium is not installed"):
+        _require_browser()

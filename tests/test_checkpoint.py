@@ -127,44 +127,57 @@ def test_version_1_bundle_is_read_as_weights_only(tmp_path):
         assert load_latest(tmp_path) is None
 
 
-def test_training_goes_on_while_a_bundle_is_written_and_the_snapshot_stays_put(tiny_study, monkeypatch):
-    """Real training (2 epochs): epoch 1's bundle write is held until epoch 2 has begun and changed the
-    model's variables. That can only happen when the write runs beside training (with the writer on the
-    training thread the hold times out), and the bundle being written must still hold epoch 1's values."""
-    import threading
-    import time
+HELD_WRITE = """
+import json, sys, threading, time
+import numpy as np
+from hpc_unet.cli import main
+from hpc_unet.train import callbacks, checkpoint
 
-    from conftest import cli
+began, seen, live = threading.Event(), {}, {}
+real_begin, real_save = callbacks.EpochRecorder.on_epoch_begin, checkpoint.save_bundle
+
+def on_epoch_begin(self, epoch, logs=None):
+    live["model"] = self.model
+    if epoch == 1:
+        began.set()
+    real_begin(self, epoch, logs)
+
+def held_save(directory, b):
+    if b.epoch == 1:
+        before = [np.array(a) for a in b.model]
+        seen["training went on"] = began.wait(20)
+        deadline = time.monotonic() + 60
+        while seen["training went on"] and time.monotonic() < deadline:  # until a step changed the model
+            now = [np.asarray(v) for v in live["model"].variables]
+            if any(not np.array_equal(n, x) for n, x in zip(now, before)):
+                seen["model changed"] = True
+                break
+            time.sleep(0.05)
+        seen["snapshot unchanged"] = all(np.array_equal(np.asarray(a), x) for a, x in zip(b.model, before))
+    return real_save(directory, b)
+
+callbacks.EpochRecorder.on_epoch_begin = on_epoch_begin
+checkpoint.save_bundle = held_save
+rc = main(["train", "--study", sys.argv[1], "--experiment", sys.argv[2]])
+print("SEEN", json.dumps(seen))
+sys.exit(rc)
+"""
+
+
+def test_training_goes_on_while_a_bundle_is_written_and_the_snapshot_stays_put(tiny_study):
+    """Real training (2 epochs, in a fresh process like a task): epoch 1's bundle write is held until
+    epoch 2 has begun and changed the model's variables. That can only happen when the write runs beside
+    training (with the writer on the training thread the hold times out), and the bundle being written
+    must still hold epoch 1's values."""
+    import json
+    import subprocess
+    import sys
 
     from hpc_unet.manifest import read_manifest
-    from hpc_unet.train import callbacks, checkpoint
 
-    began, seen, live = threading.Event(), {}, {}
-    real_begin, real_save = callbacks.EpochRecorder.on_epoch_begin, checkpoint.save_bundle
-
-    def on_epoch_begin(self, epoch, logs=None):
-        live["model"] = self.model
-        if epoch == 1:
-            began.set()
-        real_begin(self, epoch, logs)
-
-    def held_save(directory, b):
-        if b.epoch == 1:
-            before = [np.array(a) for a in b.model]
-            seen["training went on"] = began.wait(20)
-            deadline = time.monotonic() + 60
-            while seen["training went on"] and time.monotonic() < deadline:  # until a step changed the model
-                now = [np.asarray(v) for v in live["model"].variables]
-                if any(not np.array_equal(n, x) for n, x in zip(now, before, strict=True)):
-                    seen["model changed"] = True
-                    break
-                time.sleep(0.05)
-            seen["snapshot unchanged"] = all(np.array_equal(np.asarray(a), x) for a, x in zip(b.model, before,
-                                                                                             strict=True))
-        return real_save(directory, b)
-
-    monkeypatch.setattr(callbacks.EpochRecorder, "on_epoch_begin", on_epoch_begin)
-    monkeypatch.setattr(checkpoint, "save_bundle", held_save)
     exp = read_manifest(tiny_study)["exp_id"].iloc[0]
-    assert cli("train", "--study", tiny_study.root, "--experiment", exp) == 0
+    proc = subprocess.run([sys.executable, "-c", HELD_WRITE, str(tiny_study.root), exp], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.rsplit("SEEN", 1)[1])
     assert seen == {"training went on": True, "model changed": True, "snapshot unchanged": True}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import unavailable
 from test_reliability_helpers import make_study
 
 from hpc_unet.manifest import read_manifest
@@ -55,14 +56,15 @@ def test_a_checkpoint_write_error_surfaces_in_its_own_epoch(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 48 MiB tmpfs: the study lives on it, so filling it gives the training a real ENOSPC."""
+    """A 48 MiB tmpfs: the study lives on it, so filling it gives the training a real ENOSPC (root, as the
+    CI that starts Slurm runs; elsewhere the test skips, and fails under CI=true)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        unavailable("mounting a tmpfs needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "none", str(mount)], capture_output=True)
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+        unavailable(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 

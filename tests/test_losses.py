@@ -86,8 +86,22 @@ def test_names_resolve() -> None:
     assert isinstance(focal, keras.losses.BinaryFocalCrossentropy) and focal.name == "focal"
     cfg = get_loss("focal", gamma=3.0, class_balancing=True, alpha=0.4).get_config()
     assert (cfg["gamma"], cfg["apply_class_balancing"], cfg["alpha"]) == (3.0, True, 0.4)
-    assert isinstance(get_loss("bce"), keras.losses.BinaryCrossentropy)
+    assert isinstance(get_loss("bce"), keras.losses.BinaryCrossentropy) and get_loss("bce").name == "bce"
     assert get_loss("dice_bce").name == "dice_bce"
+    assert get_loss("focal", class_balancing=True).get_config()["alpha"] == 0.25  # the default alpha
+    with pytest.raises(UserError, match="choose one of focal, bce, dice_bce$"):
+        get_loss("nope")
+
+
+def test_dice_bce_reduction_dtype_integer_masks_and_any_rank() -> None:
+    t = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], "float32").reshape(2, 2, 2, 1)
+    p = np.array([[0.5, 0.9, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2]], "float32").reshape(2, 2, 2, 1)
+    mean = float(DiceBCELoss()(t, p))
+    assert float(DiceBCELoss(reduction="sum")(t, p)) == pytest.approx(2 * mean, rel=1e-6)
+    assert DiceBCELoss(dtype="float64").dtype == "float64"
+    assert float(DiceBCELoss()(t.astype("uint8"), p)) == pytest.approx(mean, rel=1e-6)  # masks as stored
+    # (N, L, 1) sequences: the BCE is averaged per sample like the Dice term, whatever the rank
+    assert float(DiceBCELoss()(t.reshape(2, 4, 1), p.reshape(2, 4, 1))) == pytest.approx(mean, rel=1e-6)
 
 
 @pytest.mark.parametrize(("name", "hint"), [("focl", "did you mean 'focal'"), ("dice-bce", "did you mean 'dice_bce'")])

@@ -9,6 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from keras import ops  # noqa: E402
 
 from hpc_unet.train.metrics import Dice, JacardCoef, ThresholdedIoU, make_metrics, patch_overlaps  # noqa: E402
@@ -143,3 +145,29 @@ def test_evaluate_jaccard_independent_of_batch_size() -> None:
     es.set_model(model)
     es._set_monitor_op()
     assert es.monitor_op is ops.greater
+
+
+# ------------------------------------------------------------------------------------------- metrics
+masks = st.integers(0, 2**32 - 1).flatmap(lambda seed: st.tuples(
+    st.just(seed), st.integers(1, 4), st.integers(1, 12), st.floats(0.0, 1.0), st.booleans()))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=masks)
+def test_metrics_match_numpy(case):
+    """JacardCoef, ThresholdedIoU and Dice (pooled, +1 smoothed) equal NumPy set arithmetic on random
+    masks and soft predictions, empty masks included, whatever the batching."""
+    seed, n, size, density, empty = case
+    rng = np.random.default_rng(seed)
+    t = (rng.random((n, size, size, 1)) < (0.0 if empty else density)).astype("float32")
+    p = rng.random((n, size, size, 1)).astype("float32") * (0.0 if empty and seed % 2 else 1.0)
+    t64, p64 = t.astype(np.float64), p.astype(np.float64)
+    inter, st_, sp = (t64 * p64).sum(), t64.sum(), p64.sum()
+    hard_t, hard_p = t64 > 0.5, p64 > 0.5
+    hi, hu = np.logical_and(hard_t, hard_p).sum(), np.logical_or(hard_t, hard_p).sum()
+    expected = {"jacard": (inter + 1) / (st_ + sp - inter + 1), "iou": (hi + 1) / (hu + 1),
+                "dice": (2 * inter + 1) / (st_ + sp + 1)}
+    for metric, key in ((JacardCoef(), "jacard"), (ThresholdedIoU(), "iou"), (Dice(), "dice")):
+        for k in range(n):  # one sample per batch: pooling across batches
+            metric.update_state(t[k:k + 1], p[k:k + 1])
+        assert float(metric.result()) == pytest.approx(expected[key], rel=1e-9, abs=1e-12)

@@ -140,3 +140,85 @@ def test_paired_difference_matches_scipy_paired_bootstrap():
     lo, hi = res.confidence_interval
     assert d["ci"][0] == pytest.approx(lo, abs=0.1 * (hi - lo)) and d["ci"][1] == pytest.approx(hi, abs=0.1 * (hi - lo))
     assert scores.paired_difference(base[:1], base[:1]) == {"diff": 0.0, "ci": [0.0, 0.0]}
+
+
+def test_paired_difference_edges_empty_unions_two_units_and_seeds():
+    empty, half, miss, whole = [0, 0, 0], [1, 2, 1], [0, 1, 0], [1, 1, 1]
+    # an empty union scores 1 (nothing to find, nothing found); a union of one missed pixel scores 0
+    assert scores.paired_difference(np.array([empty] * 3), np.array([half] * 3))["diff"] == pytest.approx(0.5)
+    assert scores.paired_difference(np.array([miss] * 3), np.array([whole] * 3)) == {"diff": -1.0,
+                                                                                     "ci": [-1.0, -1.0]}
+    two = scores.paired_difference(np.array([whole, miss]), np.array([miss, miss]), n=400)
+    assert two["diff"] == pytest.approx(0.5) and two["ci"][0] < two["ci"][1]  # two units are resampled
+    a = np.array([scores.counts(t, p) for t, p in random_images(12, seed=1)], float)
+    b = a * [0.9, 1, 1]
+    assert scores.paired_difference(a, b, seed=4) == scores.paired_difference(a, b, seed=4)
+    assert scores.paired_difference(a, b, seed=4)["ci"] != scores.paired_difference(a, b, seed=5)["ci"]
+    assert scores.bootstrap(a, seed=4) == scores.bootstrap(a, seed=4) != scores.bootstrap(a, seed=5)
+    ci = scores.bootstrap(np.array([empty, empty]))
+    assert ci == {"iou": [1.0, 1.0], "dice": [1.0, 1.0]}
+
+
+def test_bootstrap_draws_every_unit_and_summarize_is_seeded():
+    # only unit 0 overlaps: a resampling that never drew it would give an interval of [0, 0]
+    ci = scores.bootstrap(np.array([[5, 5, 5], [0, 5, 5], [0, 5, 5]], float), n=500)
+    assert ci["iou"][1] > 0.3 and ci["dice"][1] > 0.4
+    images = random_images(4, seed=9)  # fewer than MIN_UNITS: blocks are the unit
+    rows = [scores.image_row(str(k), t, p) for k, (t, p) in enumerate(images)]
+    blocks = np.concatenate([scores.block_counts(t, p, 4) for t, p in images])
+    first = scores.summarize(rows, blocks, seed=3)
+    assert first == scores.summarize(rows, blocks, seed=3) and first["interval_unit"] == "block"
+    assert first["interval_units"] == len(blocks)
+    assert first["iou_ci"] != scores.summarize(rows, blocks, seed=4)["iou_ci"]
+    none = scores.summarize([], np.zeros((0, 3)))
+    assert np.isnan(none["mean_image_iou"]) and none["images"] == 0
+
+
+def resampled(units: np.ndarray, seed: int, n: int) -> np.ndarray:
+    """The bootstrap's draws written out: ``n`` resamples of the units with replacement, pooled."""
+    idx = np.random.default_rng(seed).integers(0, len(units), (n, len(units)))
+    return units[idx].sum(axis=1)
+
+
+def test_bootstrap_and_paired_difference_equal_their_written_out_percentiles():
+    rng = np.random.default_rng(8)
+    units = np.array([[0, 1, 0], [0, 0, 0], [2, 3, 2], [1, 1, 2], [0, 0, 1]], float)  # empty and 1-pixel unions
+    units = np.concatenate([units, rng.integers(0, 4, (7, 3)).astype(float)])
+    units[:, 1:] = np.maximum(units[:, 1:], units[:, :1])  # intersections never exceed either sum
+    s = resampled(units, 6, 300)
+    i, st_, sp = s.T
+    iou = np.array([1.0 if st_[k] + sp[k] - i[k] == 0 else i[k] / (st_[k] + sp[k] - i[k]) for k in range(300)])
+    dice = np.array([1.0 if st_[k] + sp[k] == 0 else 2 * i[k] / (st_[k] + sp[k]) for k in range(300)])
+    got = scores.bootstrap(units, seed=6, n=300)
+    assert got["iou"] == np.percentile(iou, [2.5, 97.5]).tolist()
+    assert got["dice"] == np.percentile(dice, [2.5, 97.5]).tolist()
+    other = units[::-1].copy()
+    sb = resampled(other, 6, 300)
+    iou_b = np.array([1.0 if r[1] + r[2] - r[0] == 0 else r[0] / (r[1] + r[2] - r[0]) for r in sb])
+    d = scores.paired_difference(units, other, seed=6, n=300)
+    assert d["ci"] == pytest.approx(np.percentile(iou - iou_b, [2.5, 97.5]).tolist(), abs=1e-12)
+    two = scores.bootstrap(units[2:4], seed=1, n=50)
+    assert two["iou"][0] < two["iou"][1]  # two units are resampled, not one
+
+
+def test_equal_sums_are_not_a_perfect_dice_and_blocks_run_down_the_rows():
+    # truth 2 pixels, prediction 2 pixels, one shared: Dice 2 * 1 / 4 = 0.5 (equal sums are not a match)
+    assert scores.dice(1, 2, 2) == 0.5 and scores.iou(1, 2, 2) == pytest.approx(1 / 3)
+    truth, pred = np.ones((25, 9), bool), np.zeros((25, 9), bool)
+    blocks = scores.block_counts(truth, pred, 8)
+    assert blocks.shape == (4 * 2, 3) and blocks[:, 1].sum() == 25 * 9
+    assert scores.image_row("x", truth, pred)["image"] == "x"
+
+
+def test_bootstrap_of_tiny_unions_equals_the_written_out_scores():
+    units = np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0], [1, 1, 1]], float)  # resampled unions of 0, 1, 2 ...
+    i, st_, sp = resampled(units, 2, 400).T
+    union = st_ + sp - i
+    iou = np.where(union == 0, 1.0, i / np.maximum(union, 1))
+    dice = np.where(st_ + sp == 0, 1.0, 2 * i / np.maximum(st_ + sp, 1))
+    got = scores.bootstrap(units, seed=2, n=400, level=0.5)
+    assert got == {"iou": np.percentile(iou, [25, 75]).tolist(), "dice": np.percentile(dice, [25, 75]).tolist()}
+    a = scores.paired_difference(units, units[::-1], seed=2, n=400, level=0.5)
+    j, su, sq = resampled(units[::-1], 2, 400).T
+    other = np.where(su + sq - j == 0, 1.0, j / np.maximum(su + sq - j, 1))
+    assert a["ci"] == pytest.approx(np.percentile(iou - other, [25, 75]).tolist(), abs=1e-12)

@@ -1,7 +1,7 @@
 """Property tests where the inputs are combinatorial: Slurm's squeue/sacct lines and array ranges (any set
-of task ids, any length, cut anywhere), the precedence rule over every combination of evidence, the
-overlap metrics against NumPy on random masks (empty ones included), and predict's tiling and blending
-(any image size reconstructs an all-ones probability map exactly)."""
+of task ids, any length, cut anywhere), the precedence rule over every combination of evidence, and predict's
+tiling and blending (any image size reconstructs an all-ones probability map exactly). The overlap
+metrics' property test lives in test_metrics.py, which imports Keras at collection."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hpc_unet.predict import tiles
@@ -175,34 +175,6 @@ def test_precedence_over_every_combination_of_evidence():
 ])
 def test_should_submit_table(state, plain, retry):
     assert should_submit(state) is plain and should_submit(state, retry_failed=True) is retry
-
-
-# ------------------------------------------------------------------------------------------- metrics
-masks = st.integers(0, 2**32 - 1).flatmap(lambda seed: st.tuples(
-    st.just(seed), st.integers(1, 4), st.integers(1, 12), st.floats(0.0, 1.0), st.booleans()))
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=masks)
-def test_metrics_match_numpy(case):
-    """JacardCoef, ThresholdedIoU and Dice (pooled, +1 smoothed) equal NumPy set arithmetic on random
-    masks and soft predictions, empty masks included, whatever the batching."""
-    from hpc_unet.train.metrics import Dice, JacardCoef, ThresholdedIoU
-
-    seed, n, size, density, empty = case
-    rng = np.random.default_rng(seed)
-    t = (rng.random((n, size, size, 1)) < (0.0 if empty else density)).astype("float32")
-    p = rng.random((n, size, size, 1)).astype("float32") * (0.0 if empty and seed % 2 else 1.0)
-    t64, p64 = t.astype(np.float64), p.astype(np.float64)
-    inter, st_, sp = (t64 * p64).sum(), t64.sum(), p64.sum()
-    hard_t, hard_p = t64 > 0.5, p64 > 0.5
-    hi, hu = np.logical_and(hard_t, hard_p).sum(), np.logical_or(hard_t, hard_p).sum()
-    expected = {"jacard": (inter + 1) / (st_ + sp - inter + 1), "iou": (hi + 1) / (hu + 1),
-                "dice": (2 * inter + 1) / (st_ + sp + 1)}
-    for metric, key in ((JacardCoef(), "jacard"), (ThresholdedIoU(), "iou"), (Dice(), "dice")):
-        for k in range(n):  # one sample per batch: pooling across batches
-            metric.update_state(t[k:k + 1], p[k:k + 1])
-        assert float(metric.result()) == pytest.approx(expected[key], rel=1e-9, abs=1e-12)
 
 
 # --------------------------------------------------------------------------------------- tiling+blending

@@ -156,3 +156,30 @@ def test_learning_curve_legend_sits_below_the_panels(analyzed):
     assert "did not learn" in labels
     for ax in fig.axes:
         assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_building_the_pages_imports_no_tensorflow(analyzed):
+    """`hpc-unet report` (the pages, the patch files, plotly, itables) is a login-node command."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom hpc_unet.cli import main\n"
+            f"rc = main(['report', '--study', {str(analyzed.root)!r}])\n"
+            "print('TF', [m for m in ('tensorflow', 'keras') if m in sys.modules])\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "TF []" in proc.stdout and (analyzed.analysis_dir / "explore" / "runs.html").exists()
+
+
+def test_logs_are_found_by_job_id_and_only_their_end_is_shown(tmp_path):
+    from hpc_unet.analysis.site.run_page import log_index, tail
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "local" / "123_0_log.out").write_text("start\n" + "x" * 10 + "\nlast line\n")
+    (tmp_path / "slurm" / "1000_5_0_log.err").write_text("err\n")
+    (tmp_path / "slurm" / "1000_5_submitted.pkl").write_text("")
+    index = log_index(tmp_path)
+    assert set(index) == {"123", "1000_5"} and set(index["1000_5"]) == {"err"}
+    assert tail(index["123"]["out"], limit=15) == "...\nlast line\n"  # cut at a line start
+    assert tail(index["1000_5"]["err"]) == "err\n"

@@ -1,4 +1,4 @@
-"""The per-experiment lease (dispatch/lease.py) and the precedence rule (status/precedence.py), without
+"""The per-experiment lease (hpc_unet/lease.py) and the precedence rule (status/precedence.py), without
 Slurm: fresh vs stale, concurrent takers, takeover and restart counting, `train`, `submit` and `collect`
 respecting a live lease, and every pair of competing evidence."""
 

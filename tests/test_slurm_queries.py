@@ -152,3 +152,50 @@ def test_run_returns_the_command_and_its_output(fakes):
     proc = slurm_state._run(["squeue", "-x"], 10)
     assert (proc.args, proc.returncode, proc.stdout, proc.stderr) == (["squeue", "-x"], 3, "hello\n", "warn\n")
     assert slurm_state._run(["/nonexistent/squeue"], 10) is None
+
+
+def test_squeue_is_asked_for_every_array_in_numeric_order(fakes, tmp_path, monkeypatch):
+    only(tmp_path, monkeypatch, "squeue")
+    fakes.answer("squeue", "9|0|RUNNING|vm1|0:01\n10|N/A|PENDING|(Resources)|0:00\n")
+    states = query_states(["10", "9_0", "bad id"])
+    assert fakes.calls() == [[*SQUEUE[:6], "9,10", *SQUEUE[7:]]]
+    assert (states["9_0"].state, states["10"].state, states["bad id"].state) == ("RUNNING", "PENDING", "")
+
+
+def test_ids_that_are_not_job_ids_are_asked_of_nobody(fakes):
+    assert query_states(["bad id", "12_x"]) == {"bad id": TaskState("", source="none"),
+                                                "12_x": TaskState("", source="none")}
+    assert fakes.calls() == []
+
+
+def test_a_bad_line_first_does_not_hide_the_good_ones():
+    from hpc_unet.status.slurm_state import _parse_rows, parse_squeue
+
+    found, clean = parse_squeue("garbage\n90|1|RUNNING|vm|0:01\n", {"90_1"})
+    assert not clean and found["90_1"].state == "RUNNING"
+    for bad in ("90|[1-|PENDING||0:00", "90|2|RUN NING|vm|0:01"):
+        found, clean = parse_squeue(f"{bad}\n90|1|RUNNING|vm|0:01\n", {"90_1"})
+        assert not clean and found["90_1"].state == "RUNNING"
+    rows = _parse_rows("90_0|RUNNING\n90_1|RUNNING|vm|00:00:01\n", {"90_0", "90_1"}, "sacct", 2, 3)
+    assert set(rows) == {"90_1"}  # a short row is skipped, the next one read
+    rows = _parse_rows("90_0|RUNNING|vm\n", {"90_0"}, "sacct", 2, 3)
+    assert rows == {}  # one column short of the elapsed time
+
+
+def test_squeue_task_column_forms():
+    from hpc_unet.status.slurm_state import parse_squeue
+
+    found, clean = parse_squeue("90||RUNNING|vm|0:01\n91|3-5|PENDING||0:00\n", {"90", "91_3", "91_4", "91_5"})
+    assert clean and found["90"].state == "RUNNING"
+    assert {k: v.state for k, v in found.items() if k.startswith("91")} == dict.fromkeys(["91_3", "91_4", "91_5"],
+                                                                                          "PENDING")
+
+
+def test_odd_parts_blank_lines_and_unwanted_rows():
+    from hpc_unet.status.slurm_state import _parse_rows, expand_row_id, parse_squeue
+
+    assert expand_row_id("90_[x,3,y-z,5-6]") == ["90_3", "90_5", "90_6"]  # an odd part is passed over, not fatal
+    found, clean = parse_squeue("\n  \n90|1|RUNNING|vm|0:01\n", {"90_1"})
+    assert clean and found["90_1"].state == "RUNNING"  # blank lines are no answer and stop nothing
+    rows = _parse_rows("90_1|RUNNING|(Priority)|00:00:01\n91_0|FAILED|vm|00:00:01\n", {"90_1"}, "sacct", 2, 3)
+    assert set(rows) == {"90_1"} and rows["90_1"].node == ""  # only the ids asked about; "(...)" is no node

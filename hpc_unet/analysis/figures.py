@@ -49,7 +49,7 @@ NOT_LEARNED_HATCH = "xxx"
 # "did not learn" like stability and convergence, so a flat run is never the "least overfitting" cell.
 UNDEFINED_WITHOUT_LEARNING = (*NEEDS_LEARNING, "overfit_gap_end")
 DIVERGING = ("overfit_gap_end",)
-LABELS = {"overfit_gap_end": "overfitting gap: val - train loss\n(last epoch; white = none, red = overfitting)"}
+LABELS = {"overfit_gap_end": "val - train loss, last epoch\n(white: none, red: overfitting)"}
 
 
 def cell_text(metric: str, value: float, ran: float = float("nan")) -> str:
@@ -404,7 +404,7 @@ def all_figures(cells: pd.DataFrame, cells_j: pd.DataFrame, completed: pd.DataFr
                                      "and the mean in black"), stability_vs_batch(learned)
     if history is not None and not history.empty:
         yield "learning_curves", ("Validation Jaccard and loss per epoch of every completed run; colour = "
-                                  "learning rate, line style = batch size, grey = did not learn"
+                                  "learning rate, line style = batch size, black dotted = did not learn"
                                   ), learning_curves(completed, history)
     if not learned.empty:
         yield "stability_vs_performance", ("Stability against best Jaccard of each run that learned"

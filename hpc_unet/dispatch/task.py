@@ -3,7 +3,7 @@
 submitit calls ``checkpoint()`` on USR2 (preemption, time limit) and requeues a pickled copy of the
 task. The copy holds only the study path and experiment id: all training state is read back from the
 checkpoint bundle on disk, so a plain ``scontrol requeue`` (no signal, no pickle) resumes the same way.
-A task that finds the experiment's lease held by another live task (dispatch/lease.py) says so on stderr
+A task that finds the experiment's lease held by another live task (hpc_unet/lease.py) says so on stderr
 (the job's log) and ends without training and without a shard.
 """
 

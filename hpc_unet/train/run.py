@@ -185,7 +185,7 @@ def restore_variables(model: Any, optimizer: Any, bundle: Bundle) -> None:
         var.assign(value)
 
 
-@leased  # one live task per experiment; counts interruptions across attempts (dispatch/lease.py)
+@leased  # one live task per experiment; counts interruptions across attempts (hpc_unet/lease.py)
 def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh: bool = False) -> dict[str, Any]:
     """Train ``row`` (a manifest row) to its end, resuming from disk; return its summary.
 

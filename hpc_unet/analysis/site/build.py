@@ -22,10 +22,11 @@ from hpc_unet.analysis.site.assets import write_assets
 from hpc_unet.analysis.site.page import EXPLORE, esc, inline, page, plot, table
 from hpc_unet.analysis.site.runs import PRIMARY, learning_label, run_frame, settings
 from hpc_unet.errors import UserError
-from hpc_unet.study import atomic_write, atomic_write_text
+from hpc_unet.study import atomic_write_text
 
 IMAGE_BUDGET = 40 * 2**20  # bytes of patch PNGs in one report
 GALLERY_PATCHES = 4
+SHARED_SETTINGS_PAGES = 1000  # up to this many runs, each run page also lists the settings every run shares
 RESPONSES = {"anova_jaccard": "Jaccard", "anova_stability": "stability", "anova_oscillation": "oscillation"}
 
 
@@ -41,24 +42,41 @@ def write_site(directory: Path, bundle: Any, blocks: list[tuple], png: dict[str,
     if data is not None:
         files = render_explore(data, bundle, title, directory / EXPLORE)
     report = narrative.render(blocks, png, title, explore_links=data is not None)
-    explore = directory / EXPLORE
     if files:
-        write_assets(explore)
-        for rel, content in files.items():
-            path = explore / rel
-            if isinstance(content, bytes):
-                if not (path.is_file() and path.stat().st_size == len(content) and path.read_bytes() == content):
-                    atomic_write(path, lambda tmp, c=content: tmp.write_bytes(c))
-            else:
-                atomic_write_text(path, content)
-        for sub in ("runs", "img"):
-            folder = explore / sub
-            if folder.is_dir():
-                for path in folder.iterdir():
-                    if path.is_file() and f"{sub}/{path.name}" not in files:
-                        path.unlink(missing_ok=True)
+        write_tree(directory / EXPLORE, files)
     atomic_write_text(directory / "report.html", report)
     return directory / "report.html"
+
+
+def write_tree(explore: Path, files: dict[str, bytes | str]) -> None:
+    """Replace ``explore`` by a folder holding exactly ``files`` (and the assets): written beside it, then
+    swapped in by two renames, so pages and images a new analysis no longer has are gone, and a reader
+    sees the old set or the new one. The pages are derived (``hpc-unet report`` rebuilds them), so the
+    thousands of small files are not fsynced one by one."""
+    import os
+    import shutil
+    import tempfile
+
+    explore.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=".explore-new-", dir=explore.parent))
+    try:
+        write_assets(new)
+        for rel, content in files.items():
+            path = new / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+        os.chmod(new, 0o755)
+        old = explore.parent / f".explore-old-{os.getpid()}"
+        if explore.exists():
+            os.replace(explore, old)
+        os.replace(new, explore)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _recommended_ids(recs: pd.DataFrame | None, runs: pd.DataFrame, labels: pd.Series) -> dict[str, list[str]]:
@@ -105,9 +123,9 @@ def render_explore(data: StudyData, bundle: Any, title: str, explore: Path) -> d
     images: dict[str, list[tuple[str, str]]] = {}
     notes: dict[str, str] = {}
     used = 0
+    records = {str(r["exp_id"]): r for r in runs.to_dict("records")}
     for exp_id in _image_order(runs, primary, list(recommended)):
-        row = runs.loc[runs["exp_id"] == exp_id].iloc[0]
-        patches = load_patches(data.study.root, exp_id, row.get("examples", ""))
+        patches = load_patches(data.study.root, exp_id, records[exp_id].get("examples", ""))
         if patches is None:
             continue
         made, note = run_page.patch_images(patches, exp_id, explore / "img")
@@ -128,26 +146,31 @@ def render_explore(data: StudyData, bundle: Any, title: str, explore: Path) -> d
     if history is not None and not history.empty:
         by_run = {str(k): g for k, g in history.sort_values(["exp_id", "epoch"], kind="stable").groupby("exp_id")}
     logs = run_page.log_index(data.study.jobs_dir)
-    for k, row in enumerate(runs.to_dict("records")):
+    from hpc_unet.dispatch.records import latest_tasks
+
+    tasks = latest_tasks(data.study)  # the job of each run when its result has none (local tasks)
+    for k, row in enumerate(records.values()):
         exp_id = str(row["exp_id"])
         note = notes.get(exp_id, "No scored patches stored for this run (it did not complete, or it was trained "
                                  "by a version that stored none).")
         files[f"runs/{exp_id}.html"] = run_page.render(
             row, by_run.get(exp_id), all_settings, labels.iloc[k], images.get(exp_id), note,
-            logs.get(str(row.get("job_id", "")), {}), data.study.root, explore)
+            logs.get(str(row.get("job_id") or tasks.get(exp_id, {}).get("job_id", "")), {}), data.study.root, explore,
+            inline_shared=len(runs) <= SHARED_SETTINGS_PAGES)
 
     frame = run_frame(runs, varying)
     files["runs.html"] = runs_page.render(runs, frame, varying, constant, primary, set(runs["exp_id"].astype(str)),
                                           title)
     files.update(_curve_pages(history, runs, varying, primary, labels, title))
     files["importance.html"] = _importance_page(bundle, runs, varying, primary, labels, title)
-    files["gallery.html"] = _gallery(recommended, images, runs, primary, title)
+    files["gallery.html"] = _gallery(recommended, images, records, primary, title)
     return files
 
 
 def _curve_pages(history: pd.DataFrame | None, runs: pd.DataFrame, varying: list[str], primary: str,
                  labels: pd.Series, title: str) -> dict[str, str]:
-    factors = ["architecture", *[f for f in varying if f != "architecture"][:5], "learning"]
+    few = [f for f in varying if f != "architecture" and runs[f].nunique() <= charts.MAX_LEVELS]
+    factors = ["architecture", *few[:5], "learning"]
     links = " | ".join(f"<a href='curves-{f}.html'>{esc(f.replace('_', ' '))}</a>" for f in factors)
     out = {}
     for factor in factors:
@@ -158,6 +181,8 @@ def _curve_pages(history: pd.DataFrame | None, runs: pd.DataFrame, varying: list
                 f"<p>Group by: {links}. Hover a curve for its run; click a legend entry to hide it, double-click "
                 "to show only it. Runs that did not learn are dotted. The learning rate per epoch (lowered by "
                 "ReduceLROnPlateau) is on the right axis: switch it on in the legend ('lr schedule').</p>"]
+        if fig and fig.get("sampled"):
+            body.append(f"<p>{fig['sampled']}</p>")
         body.append(plot(fig, "curves", 640) if fig else "<p>No learning curves (no history collected).</p>")
         out[f"curves-{factor}.html"] = page(f"{title}: learning curves", "\n".join(body), here="curves-architecture",
                                             plotly=fig is not None)
@@ -199,8 +224,8 @@ def _importance_page(bundle: Any, runs: pd.DataFrame, varying: list[str], primar
     return page(f"{title}: importance", "\n".join(body), here="importance", plotly=True)
 
 
-def _gallery(recommended: dict[str, list[str]], images: dict[str, list[tuple[str, str]]], runs: pd.DataFrame,
-             primary: str, title: str) -> str:
+def _gallery(recommended: dict[str, list[str]], images: dict[str, list[tuple[str, str]]],
+             records: dict[str, dict[str, Any]], primary: str, title: str) -> str:
     body = [f"<h1>{esc(title)}: worst patches of the recommended runs</h1>",
             "<p>The validation patches on which each recommended run scores lowest (IoU at threshold 0.5): where "
             "to look before trusting it. Image, truth (tinted), prediction, errors (green true positive, orange "
@@ -208,8 +233,7 @@ def _gallery(recommended: dict[str, list[str]], images: dict[str, list[tuple[str
     shown = 0
     for exp_id, kinds in recommended.items():
         worst = [(src, cap) for src, cap in images.get(exp_id, []) if cap.startswith("worst")][:GALLERY_PATCHES]
-        row = runs.loc[runs["exp_id"] == exp_id].iloc[0]
-        score = row.get(primary)
+        score = records[exp_id].get(primary)
         head = (f"<h2><a href='runs/{esc(exp_id)}.html'>{esc(exp_id)}</a></h2><p>{inline(', '.join(kinds))}"
                 + (f"; {esc(METRICS.get(primary, (primary, True))[0])} {float(score):.4f}" if pd.notna(score) else "")
                 + "</p>")

@@ -18,6 +18,8 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 CURVE_OF = {"best_val_jaccard": ("val_jacard_coef", "val soft Jaccard"), "best_val_iou": ("val_iou", "val IoU"),
             "best_val_dice": ("val_dice", "val Dice"), "best_val_dice_05": ("val_dice", "val Dice")}
 WEBGL_POINTS = 20_000  # above this many points a curve figure draws with WebGL (scattergl)
+MAX_CURVES = 600  # runs drawn on one grouped learning-curves page
+MAX_LEVELS = 12  # a setting with more levels (seeds, say) is not offered as a grouping
 NOT_LEARNED = ("not learned", "marginal", "did not learn")
 
 
@@ -41,15 +43,38 @@ def log_range(values: Any) -> dict[str, Any]:
 
 
 def _segments(sub: pd.DataFrame, column: str) -> tuple[list, list, list]:
-    """x, y, run id lists of many runs in one trace, each run separated by a gap (None)."""
-    xs: list = []
-    ys: list = []
-    ids: list = []
-    for exp_id, grp in sub.groupby("exp_id", sort=False):
-        xs += grp["epoch"].tolist() + [None]
-        ys += [None if not np.isfinite(v) else round(float(v), 5) for v in grp[column].astype(float)] + [None]
-        ids += [str(exp_id)] * len(grp) + [None]
-    return xs, ys, ids
+    """x, y, run id lists of many runs in one trace (``sub`` sorted by run, then epoch), each run followed by
+    a gap (None): one trace per group draws thousands of runs."""
+    ids = sub["exp_id"].to_numpy()
+    n = len(ids)
+    if not n:
+        return [], [], []
+    ends = np.flatnonzero(np.r_[ids[1:] != ids[:-1], True])  # last row of each run
+    slots = np.arange(n) + np.searchsorted(ends, np.arange(n))  # each earlier run adds one gap
+    size = n + len(ends)
+    x = np.full(size, None, dtype=object)
+    y = np.full(size, None, dtype=object)
+    text = np.full(size, None, dtype=object)
+    values = sub[column].to_numpy(dtype=float)
+    x[slots] = sub["epoch"].to_numpy().astype(int).tolist()
+    y[slots] = [float(f"{v:.4g}") if np.isfinite(v) else None for v in values]
+    text[slots] = ids.astype(str).tolist()
+    return x.tolist(), y.tolist(), text.tolist()
+
+
+def sample_runs(runs: pd.DataFrame, key: str, limit: int = MAX_CURVES) -> tuple[pd.DataFrame, str]:
+    """At most ``limit`` runs, the same share of every level of ``key`` (every k-th run of each), so a
+    curves page of thousands of runs stays a few megabytes; '' when all are kept."""
+    if len(runs) <= limit:
+        return runs, ""
+    levels = runs[key].nunique(dropna=False)
+    per = max(1, limit // max(levels, 1))
+    rows: list[int] = []
+    for _, positions in runs.reset_index(drop=True).groupby(key, dropna=False, sort=False).indices.items():
+        rows += positions[np.linspace(0, len(positions) - 1, min(per, len(positions))).round().astype(int)].tolist()
+    kept = runs.iloc[sorted(rows)]
+    return kept, (f"{len(kept)} of {len(runs)} completed runs are drawn (up to {per} per {key.strip('_')}, spread "
+                  "over the grid); the run table and the run pages have them all.")
 
 
 def level_text(factor: str, value: Any) -> str:
@@ -64,7 +89,8 @@ def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, factor: str, prim
     done = runs[runs["status"] == "completed"].assign(_learning=labels[runs["status"] == "completed"])
     key = factor if factor != "learning" else "_learning"
     cols = ["exp_id", "_learning"] + ([factor] if factor != "learning" else [])
-    hist = history.merge(done[cols], on="exp_id", how="inner")
+    done, sampled = sample_runs(done[cols], key)
+    hist = history.merge(done, on="exp_id", how="inner")
     if hist.empty or curve not in hist.columns:
         return None
     hist = hist.sort_values(["exp_id", "epoch"], kind="stable")
@@ -108,7 +134,7 @@ def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, factor: str, prim
         "legend": {"orientation": "h", "x": 0, "y": -0.12, "yanchor": "top"},
         "hovermode": "closest", "margin": {"l": 70, "r": 70, "t": 30, "b": 40},
     }
-    return {"data": traces, "layout": layout}
+    return {"data": traces, "layout": layout, "sampled": sampled}
 
 
 def eta_interval(F: float, df1: float, df2: float, level: float = 0.95) -> tuple[float, float]:

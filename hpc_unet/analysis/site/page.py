@@ -32,7 +32,7 @@ nav a{margin-right:14px;text-decoration:none;color:#0b5cad}nav a.here{font-weigh
 table.t{border-collapse:collapse;margin:0.4em 0 1.2em;font-size:0.82em;max-width:100%}
 table.t th,table.t td{border:1px solid #ccc;padding:2px 5px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 table.t th{background:#f2f2f2}table.kv th{width:15em;font-weight:normal;color:#444}table.kv td{overflow-wrap:anywhere}
-td.num{text-align:right;white-space:nowrap}
+td.num{text-align:right;white-space:nowrap}table.many{font-size:0.72em}table.many th,table.many td{padding:2px 3px}table.h td{text-align:right}
 img{max-width:100%;height:auto}img.patch{image-rendering:pixelated;width:100%;max-width:560px;height:auto;display:block}
 figure{margin:1em 0 2em}figcaption{font-size:0.9em;color:#555}
 .supported{background:#d8f0d8}.not-supported{background:#f6d5d5}.inconclusive{background:#f7efd2}
@@ -133,6 +133,8 @@ def table(frame: pd.DataFrame, *, classes: str = "", verdict_column: str = "verd
             cells.append(f"<td{attr}>{content}</td>")
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "<tr>" + "".join(f"<th>{inline(c)}</th>" for c in frame.columns) + "</tr>"
+    if len(frame.columns) > 12:
+        classes += " many"
     out = f"<div class='scroll'><table class='t {classes}'><thead>{head}</thead><tbody>{''.join(body_rows)}</tbody></table></div>"
     if notes:
         out += "<ol class='notes'>" + "".join(f"<li>{inline(n)}</li>" for n in notes) + "</ol>"
@@ -164,6 +166,8 @@ def flatten(pairs: Iterable[tuple[str, Any]], stem: str = "") -> list[tuple[str,
 
 
 def value_text(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         if math.isnan(value):
             return ""
@@ -174,8 +178,13 @@ def value_text(value: Any) -> str:
 
 
 def json_for_script(obj: Any) -> str:
-    """JSON that is safe inside <script> (NaN/inf become null, '</' cannot end the script)."""
-    return json.dumps(_clean(obj), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON that is safe inside <script> (NaN/inf become null, '</' cannot end the script). The common case,
+    plain Python values without NaN, is dumped directly; only a figure with NaN or NumPy values is cleaned."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError):
+        text = json.dumps(_clean(obj), separators=(",", ":"), allow_nan=False)
+    return text.replace("</", "<\\/")
 
 
 def _clean(obj: Any) -> Any:

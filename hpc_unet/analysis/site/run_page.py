@@ -18,7 +18,7 @@ import pandas as pd
 
 from hpc_unet.analysis.patches import ERROR_LEGEND, FN_RGB, FP_RGB, TP_RGB, TRUTH_RGB
 from hpc_unet.analysis.site.charts import epoch_axis, log_range
-from hpc_unet.analysis.site.page import esc, inline, kv_table, page, plot
+from hpc_unet.analysis.site.page import esc, inline, kv_table, page, plot, value_text
 from hpc_unet.analysis.site.runs import setting_text, sig
 
 PROVENANCE = ("status", "attempt", "attempts", "restarts", "resumed_from_epoch", "job_id", "host", "device",
@@ -109,9 +109,9 @@ def curves(hist: pd.DataFrame, best_epoch: Any) -> dict[str, Any]:
 def _history_table(hist: pd.DataFrame) -> str:
     cols = [c for c in hist.columns if c not in ("exp_id", "attempt_id")]
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
-    rows = "".join("<tr>" + "".join(f"<td class='num'>{esc(sig(v, 5))}</td>" for v in r) + "</tr>"
-                   for r in hist[cols].itertuples(index=False))
-    return f"<div class='scroll'><table class='t'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+    values = hist[cols].to_numpy(dtype=object).tolist()
+    rows = "".join("<tr><td>" + "</td><td>".join(value_text(sig(v, 5)) for v in r) + "</td></tr>" for r in values)
+    return f"<div class='scroll'><table class='t h'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
 
 
 def legend() -> str:
@@ -125,7 +125,7 @@ def legend() -> str:
 
 def render(row: dict[str, Any], hist: pd.DataFrame | None, settings: tuple[list[str], list[str]], label: str,
            images: list[tuple[str, str]] | None, patch_note: str, log: dict[str, Path], study_root: Path,
-           explore: Path) -> str:
+           explore: Path, inline_shared: bool = True) -> str:
     exp_id = str(row["exp_id"])
     parts = [f"<h1>{esc(exp_id)}</h1>"]
     badge = (f" <span class='badge {re.sub('[^a-z]+', '-', label)}'>{esc(label)}</span>" if label else "")
@@ -152,8 +152,12 @@ def render(row: dict[str, Any], hist: pd.DataFrame | None, settings: tuple[list[
     varying, shared = settings
     parts.append("<div class='two'><div><h2>Settings</h2>")
     parts.append(kv_table((c.replace("_", " "), setting_text(c, row.get(c, ""))) for c in varying))
-    parts.append(f"<details><summary>{len(shared)} settings shared by every run</summary>")
-    parts.append(kv_table((c.replace("_", " "), setting_text(c, row.get(c, ""))) for c in shared) + "</details>")
+    if len(shared) and inline_shared:
+        parts.append(f"<details><summary>{len(shared)} settings shared by every run</summary>")
+        parts.append(kv_table((c.replace("_", " "), setting_text(c, row.get(c, ""))) for c in shared) + "</details>")
+    elif len(shared):
+        parts.append(f"<p>The {len(shared)} settings shared by every run are listed on <a href='../runs.html'>the "
+                     "run table's page</a>.</p>")
     parts.append("</div><div><h2>Provenance</h2>")
     parts.append(kv_table((c.replace("_", " "), _parsed(row[c])) for c in PROVENANCE
                           if c in row and _present(row[c])) + "</div></div>")

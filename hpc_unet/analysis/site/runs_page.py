@@ -12,10 +12,12 @@ import pandas as pd
 
 from hpc_unet.analysis.load import METRICS
 from hpc_unet.analysis.site.assets import datatable, datatables_loader
+from hpc_unet.analysis.site.charts import sample_runs
 from hpc_unet.analysis.site.page import esc, inline, page, plot
 from hpc_unet.analysis.site.runs import setting_text, sig
 
 CATEGORICAL = ("status", "learning", "architecture", "device")
+PARCOORDS_LINES = 1000  # WebGL lines; a sample beyond this keeps the page quick where the GPU is software
 
 
 def table_html(frame: pd.DataFrame, linked: set[str]) -> str:
@@ -30,7 +32,7 @@ def table_html(frame: pd.DataFrame, linked: set[str]) -> str:
             shown[col] = shown[col].astype(str).replace({"nan": "", "None": ""}).map(esc)
     lists = [k for k, c in enumerate(shown.columns) if c in CATEGORICAL or shown[c].nunique() <= 12]
     return datatable(shown, allow_html=True, maxBytes=0, showIndex=False, pageLength=50,
-                     lengthMenu=[25, 50, 100, 500, -1], scrollX=True, classes="display compact nowrap",
+                     lengthMenu=[25, 50, 100, 500, -1], scrollX=True, deferRender=True, classes="display compact nowrap",
                      columnControl=["order", ["orderAsc", "orderDesc", "spacer", "search"]],
                      columnDefs=[{"targets": lists, "columnControl": ["order", ["orderAsc", "orderDesc", "spacer",
                                                                                 "searchList"]]}],
@@ -42,6 +44,7 @@ def parcoords(runs: pd.DataFrame, varying: list[str], primary: str) -> dict[str,
     done = runs[(runs["status"] == "completed") & np.isfinite(pd.to_numeric(runs[primary], errors="coerce"))]
     if done.empty or not varying:
         return None
+    done, sampled = sample_runs(done, varying[0], PARCOORDS_LINES)
     dims = []
     for col in varying[:8]:
         values = done[col]
@@ -62,14 +65,14 @@ def parcoords(runs: pd.DataFrame, varying: list[str], primary: str) -> dict[str,
     return {"data": [{"type": "parcoords", "dimensions": dims,
                       "line": {"color": score.tolist(), "colorscale": "Viridis", "showscale": True,
                                "colorbar": {"title": {"text": "score"}}}}],
-            "layout": {"margin": {"l": 120, "r": 90, "t": 60, "b": 30}}}
+            "layout": {"margin": {"l": 120, "r": 90, "t": 60, "b": 30}}, "sampled": sampled}
 
 
 def render(runs: pd.DataFrame, frame: pd.DataFrame, varying: list[str], constant: dict[str, Any], primary: str,
            linked: set[str], title: str) -> str:
     parts = [f"<h1>{esc(title)}: runs</h1>",
-             f"<p>{len(frame)} runs. Click a column title to sort, use a column's menu to filter it, or the search "
-             "box to filter every column; a run's id opens its page (settings, provenance, curves, patches, log).</p>"]
+             f"<p>{len(frame)} runs. A column's ⇅ button sorts it and its ☰ menu filters it; the search box "
+             "filters every column. A run's id opens its page (settings, provenance, curves, patches, log).</p>"]
     if constant:
         text = "; ".join(f"{k.replace('_', ' ')} {setting_text(k, v)}" for k, v in constant.items())
         parts.append(f"<details><summary>Settings shared by every run ({len(constant)})</summary><p>{inline(text)}"
@@ -79,7 +82,8 @@ def render(runs: pd.DataFrame, frame: pd.DataFrame, varying: list[str], constant
     if fig is not None:
         parts.append("<h2>Settings against the primary metric</h2><p>One line per completed run, coloured by "
                      f"{esc(METRICS.get(primary, (primary, True))[0])}. Drag along an axis to keep only the runs in "
-                     "that range; drag the axis titles to reorder them.</p>")
+                     "that range; drag the axis titles to reorder them." + (f" {fig['sampled']}" if fig["sampled"] else "")
+                     + "</p>")
         parts.append(plot(fig, "parcoords", 460))
     return page(f"{title}: runs", "\n".join(parts), here="runs", depth=0, plotly=fig is not None,
                 head=datatables_loader())

@@ -154,11 +154,13 @@ SLURM_KEYS = (
 )
 STUDY_KEYS = ("name", "description")
 POLICY_KEYS = ("on_oom",)
-TABLES = ("study", "data", "train", "grid", "slurm", "policy", "hypothesis")
+TABLES = ("study", "data", "train", "grid", "slurm", "policy", "hypothesis", "analysis")
+# [analysis] primary_metric: what ranks configurations ("best", recommendations, follow-ups); docs/analysis.md
+PRIMARY_METRICS = ("soft_jaccard", "iou")
 SPLITS = ("patch", "slice")
 
 # [[hypothesis]] tables: the claims the analysis judges. rule -> the keys it needs (besides id, claim).
-# The verdict engine (analysis/verdicts.py) implements each rule; docs/analysis.md states them.
+# The verdict engine (analysis/verdicts/) implements each rule; docs/analysis.md states them.
 HYPOTHESIS_RULES: dict[str, tuple[str, ...]] = {
     "lr_range_best": ("learning_rate",),        # [low, high]: lrs in the range beat every lr outside it
     "best_lr": ("architecture", "learning_rate"),
@@ -228,6 +230,18 @@ def validate_hypotheses(raw: Any) -> list[dict[str, Any]]:
         seen.add(entry["id"])
         out.append(entry)
     return out
+
+
+def validate_analysis(table: dict[str, Any]) -> dict[str, Any]:
+    """The [analysis] table with defaults: primary_metric (soft_jaccard, the seed's; or iou)."""
+    for key in table:
+        if key != "primary_metric":
+            raise _unknown("[analysis]", key, ("primary_metric",))
+    metric = table.get("primary_metric", PRIMARY_METRICS[0])
+    if metric not in PRIMARY_METRICS:
+        raise UserError(f"[analysis] primary_metric = {metric!r} is invalid{did_you_mean(metric, PRIMARY_METRICS)}: "
+                        f"it must be one of {', '.join(PRIMARY_METRICS)}")
+    return {"primary_metric": metric}
 
 
 def did_you_mean(word: str, choices: Any) -> str:
@@ -429,6 +443,7 @@ def validate_spec(raw: dict[str, Any], base: Path) -> GridSpec:
             raise UserError(f"[policy] on_oom = {value!r} is invalid{did_you_mean(value, OOM_POLICIES)}: "
                             f"it must be one of {', '.join(OOM_POLICIES)}")
         policy[key] = value
+    validate_analysis(raw.get("analysis", {}))
     return GridSpec(name=name, description=str(study.get("description", "")), data=data, train=train,
                     axes=axes, replicates=replicates, slurm=slurm, policy=policy,
                     hypotheses=validate_hypotheses(raw.get("hypothesis", [])))

@@ -100,6 +100,8 @@ MEANINGS: dict[str, str] = {
     "slurm.then_analyze": "also submit a 1-CPU job that runs collect + analyze when every array has ended "
                           "(--dependency=afterany); status shows it",
     "policy.on_oom": "after an out-of-memory: only record it, or also skip the same cell's larger batch sizes",
+    "analysis.primary_metric": "the metric that ranks configurations: best cell, robustness, headline, followup "
+                               "(docs/analysis.md)",
     "hypothesis.id": "short unique name of the claim",
     "hypothesis.claim": "the claim in words, quoted in the report",
     "hypothesis.rule": "how the verdict is computed (docs/analysis.md)",
@@ -210,6 +212,9 @@ def keys() -> list[Key]:
             out += [Key("hypothesis", k, "string" if k in ("id", "claim", "rule") else "level or list",
                         "(required)" if k in ("id", "claim", "rule") else "-", rules if k == "rule" else "",
                         MEANINGS.get(f"hypothesis.{k}", "")) for k in spec.HYPOTHESIS_KEYS]
+        elif table == "analysis":
+            out.append(Key("analysis", "primary_metric", "string", f'"{spec.PRIMARY_METRICS[0]}"',
+                           f"one of {', '.join(spec.PRIMARY_METRICS)}", MEANINGS["analysis.primary_metric"]))
         else:
             out.append(Key(table, "", "", "", "", MEANINGS.get(f"{table}", "")))
     return out

@@ -17,7 +17,7 @@ from hpc_unet.analysis.pipeline import analyze
 from hpc_unet.analysis.synthetic import MASK_FRACTION, SEED_HYPOTHESES, make_study, spec_text
 from hpc_unet.errors import UserError
 from hpc_unet.spec import validate_hypotheses
-from hpc_unet.train.summary import LEARNED_SKILL, learning_evidence, trivial_scores
+from hpc_unet.train.summary import learning_evidence, trivial_scores
 
 FLAT = [("UNet", 1e-4, 8), ("UNet", 1e-4, 16), ("Attention_UNet", 1e-4, 8), ("Attention_ResUNet", 5e-3, 32)]
 
@@ -53,9 +53,8 @@ def test_trivial_scores_match_the_three_predictors_computed_directly():
     assert got["val_mask_fraction"] == pytest.approx(frac)
     assert got["trivial_val_jaccard"] == pytest.approx(max(pooled(p, False) for p in preds), rel=1e-12)
     assert got["trivial_val_iou"] == pytest.approx(max(pooled(p, True) for p in preds), rel=1e-12)
-    # a run at the mask fraction did not learn; one that closes 10% of the headroom did
+    # a run at the mask fraction did not learn (the margin itself is pinned in test_analysis_learning.py)
     assert learning_evidence(frac, 0.0, frac, frac)["learned"] is False
-    assert learning_evidence(frac + LEARNED_SKILL * (1 - frac) + 1e-6, 0.0, frac, frac)["learned"] is True
     assert learning_evidence(math.nan, math.nan, frac, frac)["learned"] is None
 
 
@@ -63,9 +62,9 @@ def test_non_learning_runs_are_flagged_and_never_most_stable_or_fastest(flat_stu
     d = flat_study.analysis_dir
     runs = pd.read_csv(d / "tables" / "runs.csv")
     results = pd.read_parquet(flat_study.results_dir / "results.parquet")
-    # independent: skill = (score - trivial) / (1 - trivial), learned when >= 0.10 on either metric
+    # independent: skill = (score - trivial) / (1 - trivial), learned when >= 0.10 on both metrics
     done = results[results["status"] == "completed"]
-    skill = np.maximum((done["best_val_jaccard"] - done["trivial_val_jaccard"]) / (1 - done["trivial_val_jaccard"]),
+    skill = np.minimum((done["best_val_jaccard"] - done["trivial_val_jaccard"]) / (1 - done["trivial_val_jaccard"]),
                        (done["best_val_iou"] - done["trivial_val_iou"]) / (1 - done["trivial_val_iou"]))
     expected_flat = set(done.loc[skill < 0.10, "exp_id"])
     assert len(expected_flat) == len(FLAT)
@@ -164,20 +163,16 @@ def test_user_claims_with_other_levels_are_judged(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- S6
 def _s6(tmp_path, jaccard) -> verdicts.Verdict:
-    study = make_study(tmp_path / "s6", jaccard=jaccard, patch_sd=0.05, seed=10)
+    spec = spec_text(replicates=2)  # two seeds per cell: leaving one run out cannot remove a cell
+    study = make_study(tmp_path / "s6", spec=spec, jaccard=jaccard, patch_sd=0.05, seed=10)
     table = analyze(study.root, n_boot=400).tables["verdicts"].set_index("id")
     return table.loc["S6"]
-
-
-def test_s6_fails_when_the_recommended_cell_is_within_noise_of_the_median(tmp_path):
-    row = _s6(tmp_path, lambda a, lr, bs: 0.7)  # no real differences: the "best" cell is the luckiest
-    assert row["verdict"] == verdicts.NOT_SUPPORTED, row["evidence"]
-    assert "within noise of the median cell" in row["evidence"]
 
 
 def test_s6_supported_when_the_recommended_cell_clearly_beats_the_median(tmp_path):
     row = _s6(tmp_path, lambda a, lr, bs: 0.85 if (lr, bs) == (1e-3, 16) else 0.6)
     assert row["verdict"] == verdicts.SUPPORTED, row["evidence"]
+    assert "spread between training runs is unknown" not in row["evidence"]  # replicates: it is known
 
 
 def test_patch_bootstrap_difference_is_paired_and_matches_a_direct_computation():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
@@ -164,3 +165,138 @@ def test_marginal_means_use_the_anova_error_term():
     assert len(lr) == 4 and lr["ci_method"].str.startswith("ANOVA MSE t").all()
     fallback = stats.marginal_means(runs, "best_val_jaccard", None)
     assert fallback["ci_method"].str.startswith("t over").all()
+
+
+# --------------------------------------------- exact values from scipy or by hand (issue 21's survivors)
+def test_t_interval_uses_n_minus_1_degrees_of_freedom():
+    from scipy import stats as sps
+
+    x = np.array([0.61, 0.66, 0.64, 0.70])
+    mean, lo, hi = stats.t_interval(x)
+    ref = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert mean == pytest.approx(x.mean()) and (lo, hi) == pytest.approx(ref, rel=1e-12)
+    assert all(math.isnan(v) for v in stats.t_interval(x[:1])[1:])
+
+
+def test_marginal_mean_interval_is_95_percent_with_the_anova_error_term():
+    from scipy import stats as sps
+
+    frame = pd.DataFrame({"architecture": ["UNet"] * 4, "learning_rate": [1e-3, 1e-3, 5e-3, 5e-3],
+                          "batch_size": [8] * 4, "y": [0.5, 0.7, 0.2, 0.4]})
+    anova = stats.Anova(response="y", table=pd.DataFrame({"p": [0.5]}, index=["x"]), df_resid=10.0, mse=0.04)
+    got = stats.group_means(frame, "y", ["learning_rate"], anova).set_index("learning_rate")
+    half = sps.t.ppf(0.975, 10) * math.sqrt(0.04 / 2)  # mean +- t(0.975, df_E) sqrt(MSE / n), by hand
+    assert got.loc[1e-3, "mean"] == pytest.approx(0.6)
+    assert (got.loc[1e-3, "ci_low"], got.loc[1e-3, "ci_high"]) == pytest.approx((0.6 - half, 0.6 + half), rel=1e-12)
+
+
+def test_welch_interval_and_contrast_match_scipy():
+    from scipy import stats as sps
+
+    a, b = np.array([0.71, 0.74, 0.69, 0.73, 0.75]), np.array([0.60, 0.66, 0.62])
+    d = stats.welch_interval(a, b)
+    ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (d.low, d.high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    diff, p = stats.contrast(a, b, None)
+    assert diff == pytest.approx(a.mean() - b.mean()) and p == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    # with an ANOVA error term: t = diff / sqrt(MSE (1/n1 + 1/n2)) on df_E, by hand
+    anova = stats.Anova(response="y", table=pd.DataFrame({"p": [0.5]}, index=["x"]), df_resid=12.0, mse=0.001)
+    t = (a.mean() - b.mean()) / math.sqrt(0.001 * (1 / 5 + 1 / 3))
+    assert stats.contrast(a, b, anova)[1] == pytest.approx(2 * sps.t.sf(abs(t), 12), rel=1e-12)
+
+
+def test_detrended_std_removes_a_straight_line_only():
+    from scipy import stats as sps
+
+    from hpc_unet.train.summary import summarize_history, val_loss_std, val_loss_std_detrended
+
+    x = np.arange(8, dtype=float)
+    loss = 1.0 - 0.1 * x + 0.02 * x**2 + np.array([0.01, -0.02, 0.0, 0.03, -0.01, 0.0, 0.02, -0.03])
+    fit = sps.linregress(x, loss)
+    assert val_loss_std_detrended(loss) == pytest.approx(np.std(loss - (fit.intercept + fit.slope * x)), rel=1e-9)
+    assert val_loss_std(loss) == pytest.approx(np.sqrt(np.mean((loss - loss.mean()) ** 2)))
+    # overfitting gap = val_loss - train loss (positive when validation is worse), at the best and last epochs
+    hist = [{"epoch": e, "loss": 0.5 - 0.1 * e, "val_loss": 0.6 - 0.05 * e, "val_jacard_coef": j, "epoch_seconds": 1.0}
+            for e, j in ((1, 0.2), (2, 0.5), (3, 0.4))]
+    s = summarize_history(hist, 3)
+    assert s["overfit_gap_end"] == pytest.approx((0.6 - 0.15) - (0.5 - 0.3))
+    assert s["overfit_gap_best"] == pytest.approx((0.6 - 0.10) - (0.5 - 0.2)) and s["best_epoch"] == 2
+
+
+def test_bootstrap_needs_one_resample_and_two_patches():
+    inter, union = np.array([10.0, 20.0, 30.0]), np.array([20.0, 40.0, 50.0])
+    point, lo, hi = stats.bootstrap_jaccard(inter, union, n_boot=1, seed=0)
+    idx = np.random.default_rng(0).integers(0, 3, size=(1, 3))  # the one resample, by hand
+    one = (inter[idx].sum() + 1) / (union[idx].sum() + 1)
+    assert (lo, hi) == pytest.approx((one, one))
+    assert math.isnan(stats.bootstrap_jaccard(inter, union, n_boot=0)[1])
+
+
+def test_contrast_of_single_runs_and_of_nothing():
+    from scipy import stats as sps
+
+    anova = stats.Anova(response="y", table=pd.DataFrame({"p": [0.5]}, index=["x"]), df_resid=6.0, mse=0.01)
+    diff, p = stats.contrast(np.array([0.8]), np.array([0.5, 0.6]), anova)
+    t = (0.8 - 0.55) / math.sqrt(0.01 * (1 + 1 / 2))
+    assert diff == pytest.approx(0.25) and p == pytest.approx(2 * sps.t.sf(t, 6), rel=1e-12)
+    assert all(math.isnan(v) for v in stats.contrast(np.array([]), np.array([0.5]), anova))
+    assert all(math.isnan(v) for v in stats.contrast(np.array([0.5]), np.array([]), anova))
+
+
+def test_patch_bootstrap_is_paired_only_on_the_same_number_of_patches():
+    rng = np.random.default_rng(4)
+    u40, u30 = rng.uniform(300, 700, 40), rng.uniform(300, 700, 30)
+    paired = stats.patch_bootstrap_difference([(u40 * 0.7, u40, 1.0)], [(u40 * 0.6, u40, 1.0)], n_boot=200)
+    unpaired = stats.patch_bootstrap_difference([(u40 * 0.7, u40, 1.0)], [(u30 * 0.6, u30, 1.0)], n_boot=200)
+    assert paired.method == "paired bootstrap over 40 val patches"
+    assert unpaired.method == "unpaired bootstrap over 40 val patches"
+    # a constant ratio on every patch: the paired difference has no spread at all, the unpaired one neither
+    assert (paired.low, paired.high) == pytest.approx((0.1, 0.1), abs=1e-3)
+
+
+def test_difference_with_an_empty_side_has_no_values():
+    one = pd.DataFrame({"best_val_jaccard": [0.7, 0.72]})
+    none = pd.DataFrame({"best_val_jaccard": [math.nan]})
+    for a, b in ((one, none), (none, one)):
+        d = stats.difference(a, b, "best_val_jaccard")
+        assert d.method == "no values" and math.isnan(d.diff)
+
+
+def test_unpaired_patch_bootstrap_per_hour_matches_a_hand_computation():
+    rng = np.random.default_rng(5)
+    ua, ub = rng.uniform(300, 700, 12), rng.uniform(300, 700, 9)
+    a, b = (ua * 0.7, ua, 2.0), (ub * 0.5, ub, 4.0)  # the third item divides: Jaccard per hour
+    d = stats.patch_bootstrap_difference([a], [b], n_boot=300, seed=7)
+    pooled = lambda i, u: (i.sum(axis=-1) + 1) / (u.sum(axis=-1) + 1)  # noqa: E731
+    assert d.diff == pytest.approx(pooled(a[0], a[1]) / 2.0 - pooled(b[0], b[1]) / 4.0, rel=1e-12)
+    r = np.random.default_rng(7)  # the same draws by hand: a's resamples, then b's
+    ia, ib = r.integers(0, 12, size=(300, 12)), r.integers(0, 9, size=(300, 9))
+    boots = pooled(a[0][ia], a[1][ia]) / 2.0 - pooled(b[0][ib], b[1][ib]) / 4.0
+    assert (d.low, d.high) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), rel=1e-12)
+
+
+def test_difference_without_an_interval_is_a_minus_b():
+    a = pd.DataFrame({"val_loss_std": [0.03]})
+    b = pd.DataFrame({"val_loss_std": [0.05]})
+    d = stats.difference(a, b, "val_loss_std")
+    assert d.diff == pytest.approx(-0.02) and not d.has_interval and "replicate seeds" in d.method
+
+
+def test_pairwise_with_all_differences_zero():
+    frame = pd.DataFrame({"architecture": ["A"] * 3 + ["B"] * 3, "learning_rate": [1e-3, 5e-4, 1e-4] * 2,
+                          "batch_size": [8] * 6, "seed": [0] * 6, "y": [0.5, 0.6, 0.7] * 2})
+    row = stats.pairwise_architectures(frame, "y").iloc[0]
+    assert row["note"] == "all differences are zero" and row["wilcoxon_p"] == 1.0
+
+
+def test_cell_intervals_of_replicates():
+    from scipy import stats as sps
+
+    vals = [0.61, 0.66, 0.70]
+    frame = pd.DataFrame({"architecture": ["UNet"] * 3, "learning_rate": [1e-3] * 3, "batch_size": [8] * 3,
+                          "y": vals})
+    row = stats.cell_intervals(frame, "y").iloc[0]
+    sd = math.sqrt(sum((v - np.mean(vals)) ** 2 for v in vals) / 2)  # sample std, by hand
+    assert row["std"] == pytest.approx(sd) and row["ci_method"] == "t over 3 seeds"
+    ref = sps.t.interval(0.95, 2, loc=np.mean(vals), scale=sd / math.sqrt(3))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(ref, rel=1e-12)

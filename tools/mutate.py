@@ -32,8 +32,10 @@ MODULES: dict[str, list[str]] = {
     "results.shards": ["tests/test_reliability_shards.py", "tests/test_collect_fast.py"],
     "results.collect": ["tests/test_collect_fast.py", "tests/test_reliability_shards.py", "tests/test_collect_cli.py"],
     "train.summary": ["tests/test_train_summary.py", "tests/test_analysis_conclusions.py"],
-    "analysis.stats": ["tests/test_analysis_stats.py"],
-    "analysis.verdicts": ["tests/test_analysis_verdicts.py"],
+    "analysis.stats": ["tests/test_analysis_stats.py", "tests/test_analysis_verdicts.py", "tests/test_analysis_rules.py"],
+    # analysis/verdicts/ is a package: one entry per module
+    **{f"analysis.verdicts.{m}": ["tests/test_analysis_verdicts.py", "tests/test_analysis_rules.py"]
+       for m in ("hypotheses", "criteria", "recommend", "common")},
 }
 
 

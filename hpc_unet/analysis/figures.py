@@ -331,7 +331,9 @@ def load_examples(root: Path, completed: pd.DataFrame, recs: pd.DataFrame) -> li
     from hpc_unet.analysis.patches import load_patches
 
     out: list[Example] = []
-    best = recs[recs["kind"] == "best"] if not recs.empty and "kind" in recs.columns else recs
+    # a recommendation row lists every kind its cell wins ("best, most robust")
+    best = recs[recs["kind"].astype(str).str.split(", ").map(lambda k: "best" in k)] \
+        if not recs.empty and "kind" in recs.columns else recs
     for r in best.to_dict("records"):
         runs = completed[(completed["architecture"] == r["architecture"])
                          & np.isclose(completed["learning_rate"].astype(float), float(r["learning_rate"]))

@@ -5,6 +5,8 @@ this writes several small specs instead of one that would also run unwanted comb
 
 - ``<stem>-extended-lr<lr>-bs<bs>.toml``: the top-K configurations (by mean best Jaccard) at that
   (lr, batch), trained for ``epochs`` with ``replicates`` seeds: does longer training pay off?
+- ``<stem>-beyond-lr<lr>-bs<bs>.toml``: when the best cell lies on the edge of the lr or batch axis, that
+  architecture at the next level out (one more step of the axis's ratio).
 - ``<stem>-comparison-lr<lr>-bs<bs>.toml``: for each architecture's optimal (lr, batch), *every*
   architecture at that setting with ``replicates`` seeds, so each architecture runs at its own optimum
   and the architecture comparison at that setting is paired by seed (the significance tests need it).
@@ -26,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpc_unet.analysis.load import FACTORS, PERFORMANCE, arch_order, load_study
+from hpc_unet.analysis.budget import budget_facts, grid_edges
+from hpc_unet.analysis.load import FACTORS, PERFORMANCE, arch_order, learned_runs, load_study
 from hpc_unet.errors import UserError
 from hpc_unet.manifest import format_number
 from hpc_unet.study import atomic_write_text
@@ -98,8 +101,8 @@ def _count(tables: dict[str, dict[str, Any]]) -> int:
     return len(build_rows(validate_spec(raw, base=Path.cwd()), resolve=False))
 
 
-def _cell_means(completed: pd.DataFrame) -> pd.DataFrame:
-    cells = completed.groupby(list(FACTORS))[PERFORMANCE].agg(["mean", "count"]).reset_index()
+def _cell_means(completed: pd.DataFrame, metric: str = PERFORMANCE) -> pd.DataFrame:
+    cells = completed.groupby(list(FACTORS))[metric].agg(["mean", "count"]).reset_index()
     return cells[np.isfinite(cells["mean"])].sort_values("mean", ascending=False, kind="stable")
 
 
@@ -109,7 +112,9 @@ def plan_followups(study_dir: str | Path, out: str | Path, top: int = 3, epochs:
     if top < 1 or epochs < 1 or replicates < 1:
         raise UserError("--top, --epochs and --replicates must be positive integers")
     data = load_study(study_dir)
-    cells = _cell_means(data.completed)
+    from hpc_unet.analysis.pipeline import primary_metric
+
+    cells = _cell_means(learned_runs(data.completed), primary_metric(data.spec_text))
     if cells.empty:
         raise UserError(f"{data.study.root} has no completed runs to follow up; run and collect experiments first")
     raw = _raw_spec(data.study.spec_file)
@@ -135,7 +140,7 @@ def plan_followups(study_dir: str | Path, out: str | Path, top: int = 3, epochs:
             "grid": {"architecture": archs, "learning_rate": [float(lr)], "batch_size": [int(bs)],
                      "replicates": replicates},
         }
-        for table in ("slurm", "policy"):
+        for table in ("slurm", "policy", "analysis"):
             if table in raw:
                 tables[table] = dict(raw[table])
         header = (f"Follow-up of study '{name}' ({data.study.root}), written by `hpc-unet followup` on {stamp}.\n"
@@ -153,6 +158,21 @@ def plan_followups(study_dir: str | Path, out: str | Path, top: int = 3, epochs:
         make("extended", float(lr), int(bs), archs, epochs,
              f"Extended training ({epochs} epochs, {replicates} seeds) of top-{top} configuration(s).", configs)
 
+    budget = budget_facts(data.manifest, data.learned)
+    if budget["note"]:
+        notes.append(f"most runs that learned were still improving ({budget['note']}); the extended specs train "
+                     f"for {epochs} epochs" + ("" if epochs > budget["epochs"] else
+                                               f": pass --epochs above {budget['epochs']} to train longer"))
+    levels = {f: sorted(data.manifest[f].unique()) for f in ("learning_rate", "batch_size")}
+    top_cell = cells.iloc[0]
+    for edge in grid_edges(top_cell.to_dict(), levels):
+        lr = edge["next"] if edge["factor"] == "learning_rate" else float(top_cell["learning_rate"])
+        bs = int(edge["next"]) if edge["factor"] == "batch_size" else int(top_cell["batch_size"])
+        words = "learning rate" if edge["factor"] == "learning_rate" else "batch size"
+        make("beyond", lr, bs, [str(top_cell["architecture"])], comparison_epochs,
+             f"The best cell lies on the {edge['edge']} {words} of the grid: the next level out "
+             f"({comparison_epochs} epochs, {replicates} seeds).",
+             [f"{top_cell['architecture']} lr {format_number(lr)} bs {bs}"])
     best = cells.drop_duplicates("architecture")  # sorted by mean: first row per architecture is its optimum
     for (lr, bs), grp in best.groupby(["learning_rate", "batch_size"], sort=False):
         owners = arch_order(grp["architecture"])

@@ -38,9 +38,10 @@ IOU = "best_val_iou"
 STABILITY = "val_loss_std"
 OSCILLATION = "val_loss_std_detrended"
 MISSING = "missing"
-# Undefined for a run that did not learn: a flat curve has a tiny std and its best epoch is 1, which
-# would otherwise rank it "most stable" and "fastest".
-NEEDS_LEARNING = (STABILITY, OSCILLATION, "best_epoch")
+# Undefined for a run that did not learn (or is marginal): a flat curve has a tiny std, its best epoch is 1
+# and its train and val losses barely part, which would otherwise rank it "most stable", "fastest" and
+# "least overfitting"; its Jaccard per hour is the speed of learning nothing.
+NEEDS_LEARNING = (STABILITY, OSCILLATION, "best_epoch", "overfit_gap_end", "jaccard_per_gpu_hour")
 LEARNED_FROM_PROVENANCE = "derived from the validation mask fraction in data_provenance"
 
 _REQUIRED = ("exp_id", "status")
@@ -179,45 +180,57 @@ def _mask_fraction_val(provenance: Any) -> float:
 
 
 def _derive_learned(out: pd.DataFrame) -> pd.DataFrame:
-    """``learned`` (True/False/None) and ``learned_source`` for every row.
+    """``learning`` (learned / marginal / not learned / None), ``learned`` (True only for 'learned') and
+    ``learned_source`` for every row, by today's rule (``train.summary.learning_of``), whatever rule the
+    shard was written under.
 
     Shards written before the check have no trivial scores; their validation mask fraction f (recorded
     in data_provenance) gives them: all-foreground scores f on both metrics, the best trivial score.
     """
-    from hpc_unet.train.summary import learning_evidence
+    from hpc_unet.train.summary import LEARNED, learning_evidence, learning_of
 
-    learned = out["learned"] if "learned" in out.columns else pd.Series([None] * len(out), index=out.index)
-    learned = learned.astype(object).where(learned.notna(), None)
-    source = pd.Series(np.where(learned.notna(), "recorded", "unknown"), index=out.index, dtype=object)
+    state = pd.Series([None] * len(out), index=out.index, dtype=object)
+    source = pd.Series("", index=out.index, dtype=object)
     completed = out["status"] == "completed"
-    for idx in out.index[completed & learned.isna()]:
-        frac = _mask_fraction_val(out.at[idx, "data_provenance"]) if "data_provenance" in out.columns else math.nan
+    for idx, row in zip(out.index[completed], out.loc[completed].to_dict("records"), strict=True):
+        state.at[idx] = learning_of(row)
+        source.at[idx] = "recorded" if state.at[idx] is not None else "unknown"
+        if state.at[idx] is not None:
+            continue
+        frac = _mask_fraction_val(row.get("data_provenance"))
         if not math.isfinite(frac):
             continue
-        ev = learning_evidence(float(out.at[idx, PERFORMANCE]), float(out.at[idx, IOU]), frac, frac)
-        if ev["learned"] is None:
+        ev = learning_evidence(float(row[PERFORMANCE]), float(row[IOU]), frac, frac)
+        if ev["learning"] is None:
             continue
-        learned.at[idx] = ev["learned"]
+        state.at[idx] = ev["learning"]
         source.at[idx] = LEARNED_FROM_PROVENANCE
         out.at[idx, "learned_skill"] = ev["learned_skill"]
         out.at[idx, "trivial_val_jaccard"] = out.at[idx, "trivial_val_iou"] = frac
         out.at[idx, "val_mask_fraction"] = frac
-    learned[~completed] = None
-    source[~completed] = ""
-    out["learned"] = learned
+    out["learning"] = state
+    out["learned"] = state.map(lambda v: None if v is None else v == LEARNED).astype(object)
     out["learned_source"] = source
     return out
 
 
 def not_learned(frame: pd.DataFrame) -> pd.Series:
-    """True where a run is known not to have learned."""
+    """True where a run is known not to have learned on both metrics (not learned, or marginal)."""
     if "learned" not in frame.columns:
         return pd.Series(False, index=frame.index)
     return frame["learned"].map(lambda v: v is False or (isinstance(v, (bool, np.bool_)) and not v))
 
 
+def marginal(frame: pd.DataFrame) -> pd.Series:
+    """True where a run beat the image-blind predictor on one of the two metrics only."""
+    if "learning" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame["learning"] == "marginal"
+
+
 def learned_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows not known to have failed to learn (unknown counts as learned, and the report says how many)."""
+    """Rows not known to have failed to learn (unknown counts as learned, and the report says how many);
+    marginal runs are left out like runs that did not learn."""
     return frame[~not_learned(frame)]
 
 
@@ -348,7 +361,7 @@ def cell_status(runs: pd.DataFrame) -> pd.DataFrame:
         rec = dict(zip(FACTORS, key, strict=True))
         rec.update(n_planned=len(grp), n_completed=int(ok.sum()), label=label,
                    statuses=", ".join(f"{s} x{n}" for s, n in counts.items()),
-                   n_not_learned=int(flat.sum()))
+                   n_not_learned=int(flat.sum()), n_marginal=int((ok & marginal(grp)).sum()))
         for metric in METRICS:
             if metric not in grp.columns:
                 rec[metric] = np.nan

@@ -111,6 +111,15 @@ def num(value: Any, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def sig2(value: Any) -> str:
+    """Two significant figures without an exponent for everyday magnitudes (381.248 -> '380')."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return f"{float(f'{x:.2g}'):g}" if math.isfinite(x) else ""
+
+
 def interval(lo: Any, hi: Any) -> str:
     a, b = num(lo), num(hi)
     return f"[{a}, {b}]" if a and b else "n/a"
@@ -142,10 +151,14 @@ def display(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         for col, label in (("sum_sq", "SS"), ("df", "df"), ("mean_sq", "MS"), ("F", "F")):
             out[label] = f[col].map(num)
         out["p"] = f["p"].map(p_text)
+        out["Holm p"] = _col(f, "p_holm").map(p_text)
         out["partial eta^2"] = f["partial_eta_sq"].map(lambda v: num(v, 3))
         return out
     if name == "verdicts":
-        return f[["id", "claim", "verdict", "evidence"]].fillna("")
+        out = f[["id", "claim", "verdict", "evidence"]].fillna("")
+        out["p (Holm)"] = [f"{p_text(a)} ({p_text(b)})" if p_text(a) else "" for a, b in
+                           zip(_col(f, "p"), _col(f, "p_holm"), strict=True)]
+        return out
     if name == "recommendations":
         return _recommendations(f)
     if name == "failures":
@@ -193,7 +206,12 @@ def _recommendations(f: pd.DataFrame) -> pd.DataFrame:
                        ("val_loss_std_detrended", "oscillation")):
         out[label] = three(col)
     out["best epoch"] = _col(f, "best_epoch").map(num)
-    out["J per gpu hour"] = three("jaccard_per_gpu_hour")
+    out["J per gpu hour"] = _col(f, "jaccard_per_gpu_hour").map(sig2)
+    out["neighbours"] = _col(f, "neighbours").map(num)
+    for col, label in (("tied_with", "tied with (within noise)"), ("efficiency_tied_with", "efficiency tied with"),
+                       ("other_metric_best", "other metric's best")):
+        if _col(f, col).fillna("").astype(str).str.len().any():
+            out[label] = _col(f, col).fillna("").astype(str)
     return out
 
 
@@ -209,6 +227,7 @@ TABLE_TITLES = {
     "cells": "Cells: means and 95% confidence intervals",
     "marginal_means": "Marginal means with 95% confidence intervals",
     "correlation": "Correlation of stability with performance",
+    "resources": "Model size, memory and training time per architecture (medians)",
     "pairwise_architectures": "Paired architecture comparisons (Holm-corrected)",
     "baseline": "Baseline runs",
     "failures": "Runs that did not complete",
@@ -231,10 +250,14 @@ def build_blocks(bundle: Bundle) -> list[Block]:
         if name in tables:
             blocks.append(("h2", TABLE_TITLES[name]))
             if name == "recommendations":
-                blocks.append(("p", "Among runs that learned: best = highest mean val soft Jaccard; most robust = "
-                                    "highest mean minus std over the cell and its lr/batch neighbours; most "
-                                    f"efficient = highest Jaccard per {unit}. val IoU / val Dice are thresholded "
-                                    "at 0.5; test columns are on the held-out test set (empty without one)."))
+                blocks.append(("p", "Among runs that learned (marginal runs excluded): best = highest mean of the "
+                                    "primary metric, with the cells tied with it within noise; most robust = the "
+                                    "best worst case over the cell and its lr/batch neighbours in the grid (a "
+                                    "neighbour that did not learn counts as 0; 'neighbours' says how many it has); "
+                                    f"most efficient = highest Jaccard per {unit} (2 significant figures; cells "
+                                    "within the timing noise are listed as tied). A cell that wins several kinds is "
+                                    "one row. val IoU / val Dice are thresholded at 0.5; test columns are on the "
+                                    "held-out test set (empty without one)."))
             blocks.append(("table", name, _per_unit(display(name, tables[name]), unit)))
     blocks.append(("h2", "Glossary"))
     blocks.append(("ul", GLOSSARY))
@@ -257,7 +280,7 @@ def build_blocks(bundle: Bundle) -> list[Block]:
             blocks.append(("ul", meta["notes"]))
         if name in tables:
             blocks.append(("table", name, _per_unit(display(name, tables[name]), unit)))
-    for name in ("cells", "marginal_means", "correlation", "pairwise_architectures"):
+    for name in ("cells", "marginal_means", "correlation", "pairwise_architectures", "resources"):
         if name in tables:
             blocks.append(("h3", TABLE_TITLES[name]))
             if name == "cells":
@@ -316,10 +339,10 @@ GLOSSARY = [
     "IoU (intersection over union) and Dice: the same overlap with the prediction thresholded at 0.5, the "
     "numbers a segmentation is usually judged by; over pooled pixel counts Dice = 2 IoU / (1 + IoU). (The "
     "runs table also keeps the soft Dice of the probabilities, best_val_dice / test_dice.)",
-    "Did it learn: a run learned when its best validation soft Jaccard or IoU closes at least 10% of the gap "
-    "between the best image-blind predictor (all background, all foreground, or the mask fraction everywhere) "
-    "and a perfect score. Runs that did not learn keep their Jaccard; their stability and convergence are "
-    "undefined.",
+    "Did it learn: a run learned when its best validation soft Jaccard and its IoU each close at least 10% of "
+    "the gap between the best image-blind predictor (all background, all foreground, or the mask fraction "
+    "everywhere) and a perfect score; marginal when only one of the two does. Runs that did not learn or are "
+    "marginal keep their Jaccard; their stability, convergence and speed are undefined.",
     "Stability (the seed's measure): the standard deviation of the validation loss over all epochs. It also "
     "grows when the loss falls fast, so a run that learns a lot looks unstable.",
     "Oscillation: the standard deviation of the validation loss around a straight line fitted over the epochs "
@@ -330,6 +353,8 @@ GLOSSARY = [
     "validation patches (resampling patches), which shows only how much the score depends on the patches "
     "chosen, not on the training run. Differences against the baseline or the median setting use Welch's t "
     "over seeds or a paired patch bootstrap the same way.",
-    "Verdicts: supported / not supported when the data and the test or interval agree; inconclusive when the "
-    "difference is within noise; not applicable when the grid lacks a level the claim names.",
+    "Verdicts: supported / not supported when the data point one way beyond noise (p-values Holm-corrected over "
+    "the report's verdicts); inconclusive when the difference is within noise, whichever way it points; not "
+    "applicable when the grid lacks a level the claim names; fragile: depends on <run> when leaving that one "
+    "run out changes the verdict.",
 ]

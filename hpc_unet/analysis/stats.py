@@ -63,7 +63,9 @@ def _design(data: pd.DataFrame, terms: list[tuple[str, ...]]) -> np.ndarray:
 
 
 def _full_rank(data: pd.DataFrame, terms: list[tuple[str, ...]]) -> bool:
-    x = _design(data, terms)
+    # replicates repeat rows of the design matrix, which leaves its rank unchanged: one row per cell suffices
+    factors = sorted({f for t in terms for f in t})
+    x = _design(data[factors].drop_duplicates(), terms)
     return int(np.linalg.matrix_rank(x)) == x.shape[1]
 
 
@@ -392,7 +394,8 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> Differ
 def _patch_sets(runs: pd.DataFrame, per_hour: bool) -> list[tuple[np.ndarray, np.ndarray, float]] | None:
     """(I, U, divisor) per run, or None when a run lacks patch lists (or time, for per-hour scores)."""
     out = []
-    for row in runs.to_dict("records"):
+    cols = [c for c in ("val_patch_intersection", "val_patch_union", "total_train_seconds") if c in runs.columns]
+    for row in runs[cols].to_dict("records"):
         patches = patch_arrays(row)
         hours = float(row.get("total_train_seconds", math.nan)) / 3600.0 if per_hour else 1.0
         if patches is None or not (math.isfinite(hours) and hours > 0):

@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if report.missing:
         shown = ", ".join(report.missing[:10]) + (" ..." if len(report.missing) > 10 else "")
         print(f"missing ({len(report.missing)}): {shown}")
+    for label, ids in (("did not learn", report.not_learned), ("marginal (beat the image-blind predictor on "
+                                                                  "one metric only)", report.marginal)):
+        if ids:
+            print(f"{label} ({len(ids)}): " + ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""))
     if report.duplicates:
         print(f"experiments with several attempts ({len(report.duplicates)}): the latest completed one counts")
     if freed:

@@ -41,6 +41,7 @@ from hpc_unet.results.shards import (
 )
 from hpc_unet.study import Study, atomic_write, atomic_write_json
 from hpc_unet.tempfiles import sweep
+from hpc_unet.train.summary import MARGINAL, NOT_LEARNED, learning_of
 
 if TYPE_CHECKING:  # imported where used: an unchanged collect needs neither
     import pandas as pd
@@ -91,6 +92,7 @@ class CollectReport:
     unreadable: list[str] = field(default_factory=list)
     shards_read: int = 0
     not_learned: list[str] = field(default_factory=list)  # completed, but no better than a trivial predictor
+    marginal: list[str] = field(default_factory=list)  # completed, beat the trivial predictor on one metric only
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -390,9 +392,9 @@ def _collect(study: Study) -> CollectReport:
     report.completed = sum(1 for s in status_of.values() if s == "completed")
     report.failed = {e: s for e, s in status_of.items() if s != "completed"}
     report.missing = [e for e in exp_ids if e not in status_of]
-    if "learned" in results.columns:
-        flags = dict(zip(results["exp_id"], results["learned"], strict=True))
-        report.not_learned = [e for e, s in status_of.items() if s == "completed" and str(flags[e]).lower() == "false"]
+    learning = {r["exp_id"]: learning_of(r) for r in results.to_dict("records") if r["status"] == "completed"}
+    report.not_learned = [e for e, s in learning.items() if s == NOT_LEARNED]
+    report.marginal = [e for e, s in learning.items() if s == MARGINAL]
     token = secrets.token_hex(8)  # ties the pair together: readers check it (read_collected)
     atomic_write(study.results_dir / "history.parquet", lambda tmp: _write_tagged(history, tmp, token))
     atomic_write(study.results_dir / "results.parquet", lambda tmp: _write_tagged(results, tmp, token))

@@ -85,6 +85,13 @@ def summary_text(summary: dict[str, Any], rows: list[dict[str, Any]] | None = No
     return "  ".join(text for text, _ in summary_line(summary, rows)) + (f"\n{eta[0]}" if eta else "")
 
 
+def _learning_marker(r: dict) -> str:
+    """' (marginal)' or ' (did not learn)' after a finished run's score (docs/analysis.md: Did it learn?)."""
+    if r.get("learning") == "marginal":
+        return " (marginal)"
+    return " (did not learn)" if r.get("learning") == "not learned" or r.get("learned") is False else ""
+
+
 def _time_left(row: dict[str, Any]) -> str:
     eta = row.get("eta")
     if not eta:
@@ -175,7 +182,7 @@ def _table(groups: dict[str, list[dict]]) -> Any:
             best = r.get("best_val_jaccard")
             cells = {"experiment": r["exp_id"], "state": state_label(r), "epochs": _epochs(r),
                      "best val Jaccard": (f"{best:.3f}" if isinstance(best, float) else "-")
-                     + (" (did not learn)" if r.get("learned") is False else ""),
+                     + _learning_marker(r),
                      "epoch time": f"{r['last_epoch_seconds']:.1f}s" if r.get("last_epoch_seconds") else "-",
                      "restarts": str(r.get("restarts") or 0), "time left": _time_left(r),
                      "job": r.get("job_id") or "-", "Slurm state": r.get("slurm_state") or "-",

@@ -183,7 +183,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] |
         ev = evidence(items, task, sched, prog, lease, now)
         state = precedence.decide(ev)
         row = {**rec, "state": state, "epoch": prog.get("epoch", 0), "best_val_jaccard": prog.get("best_val_jaccard"),
-               "learned": prog.get("learned"),
+               "learned": prog.get("learned"), "learning": prog.get("learning"),
                "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": _restarts(prog, lease, ev),
                "job_id": task.get("job_id", ""), "executor": task.get("executor", ""),
                "slurm_state": getattr(sched, "state", "") if sched else "",

@@ -516,11 +516,12 @@ def _finalize(row: dict[str, Any], study: Study, base: dict[str, Any], data: Any
                "val_patch_intersection": inter.tolist(), "val_patch_union": union.tolist(),
                "model_bytes": model_bytes, "peak_gpu_bytes": _peak_gpu_bytes(),
                "max_rss_bytes": runinfo.max_rss_bytes(), "finished_at": now_iso()}
-    summary.update(learned_columns(summary, np.asarray(data.val_y)),
-                   examples=str(examples.relative_to(study.root)))
+    learning = learned_columns(summary, np.asarray(data.val_y))
+    state = learning.pop("learning")  # derived again on read (train.summary.learning_of): not a shard column
+    summary.update(learning, examples=str(examples.relative_to(study.root)))
     write_shard(study, summary, history)
     progress.update(state="completed", epoch=len(history), best_val_jaccard=summary["best_val_jaccard"],
-                    finished_at=time.time(), learned=summary["learned"])
+                    finished_at=time.time(), learned=summary["learned"], learning=state)
     fault_point("after-shard")
     clear(study.run_dir(exp_id) / "checkpoint")
     return summary

@@ -57,8 +57,10 @@ def summarize_history(history: list[dict[str, Any]], epochs: int) -> dict[str, A
 
 
 # A run "learned" when its validation score closes at least this share of the gap between the best
-# trivial predictor and a perfect score, on its soft Jaccard or its thresholded IoU (docs/analysis.md).
+# trivial predictor and a perfect score on BOTH its soft Jaccard and its thresholded IoU; when only one of
+# the two clears it the run is "marginal" (docs/analysis.md: "Did it learn?").
 LEARNED_SKILL = 0.10
+LEARNED, MARGINAL, NOT_LEARNED = "learned", "marginal", "not learned"
 
 
 def _pooled(inter: float, union: float) -> float:
@@ -87,12 +89,42 @@ def skill(score: float, trivial: float) -> float:
     return (score - trivial) / (1.0 - trivial)
 
 
+def learning_state(skills: list[float]) -> str | None:
+    """'learned' when every known skill reaches LEARNED_SKILL, 'not learned' when none does, else 'marginal'."""
+    known = [x for x in skills if math.isfinite(x)]
+    if not known:
+        return None
+    passed = sum(x >= LEARNED_SKILL for x in known)
+    return LEARNED if passed == len(known) else NOT_LEARNED if passed == 0 else MARGINAL
+
+
 def learning_evidence(best_jaccard: float, best_iou: float, trivial_jaccard: float,
                       trivial_iou: float) -> dict[str, Any]:
-    """``learned`` and ``learned_skill`` (the better of the Jaccard and IoU skills; NaN when unknown)."""
-    skills = [x for x in (skill(best_jaccard, trivial_jaccard), skill(best_iou, trivial_iou)) if math.isfinite(x)]
-    best = max(skills) if skills else math.nan
-    return {"learned_skill": best, "learned": bool(best >= LEARNED_SKILL) if skills else None}
+    """``learning`` (learned / marginal / not learned / None), ``learned`` (True only when learned on both
+    metrics; None when unknown) and ``learned_skill`` (the weaker of the two skills; NaN when unknown)."""
+    skills = [skill(best_jaccard, trivial_jaccard), skill(best_iou, trivial_iou)]
+    state = learning_state(skills)
+    known = [x for x in skills if math.isfinite(x)]
+    return {"learned_skill": min(known) if known else math.nan, "learning": state,
+            "learned": None if state is None else state == LEARNED}
+
+
+def learning_of(row: Any) -> str | None:
+    """A completed run's learning state from its recorded scores and trivial scores (a summary row or
+    dict); shards written before the two-metric rule are judged by today's rule, and a row without
+    trivial scores falls back to its recorded ``learned`` flag. The one place the rule is applied."""
+    def num(key: str) -> float:
+        try:
+            return float(row.get(key, math.nan))
+        except (TypeError, ValueError):
+            return math.nan
+
+    state = learning_evidence(num("best_val_jaccard"), num("best_val_iou"), num("trivial_val_jaccard"),
+                              num("trivial_val_iou"))["learning"]
+    if state is not None:
+        return state
+    flag = str(row.get("learned", "")).strip().lower()
+    return LEARNED if flag == "true" else NOT_LEARNED if flag == "false" else None
 
 
 def learned_columns(summary: dict[str, Any], val_y: np.ndarray) -> dict[str, Any]:

@@ -26,7 +26,7 @@ METRIC_COLUMNS = (
     ("param_count", "parameters"), ("model_bytes", "model MB"), ("device", "device"),
 )
 MEGABYTES = {"peak_gpu_bytes", "max_rss_bytes", "model_bytes"}
-LEARNING_COLUMNS = ("learned_status", "learning_status", "learned_label", "learned")
+LEARNING_COLUMNS = ("learning", "learned_status", "learning_status", "learned_label", "learned")  # learning: analysis.load
 
 
 def learning_label(runs: pd.DataFrame) -> pd.Series:

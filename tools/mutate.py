@@ -29,7 +29,7 @@ MODULES: dict[str, list[str]] = {
     "status.precedence": ["tests/test_slurm_lease.py", "tests/test_properties.py", "-m", "not slurm and not slow"],
     "status.slurm_state": ["tests/test_slurm_parsing.py", "tests/test_slurm_queries.py", "tests/test_properties.py"],
     "lease": ["tests/test_lease.py", "tests/test_slurm_lease.py", "-m", "not slurm and not slow"],
-    "results.shards": ["tests/test_reliability_shards.py", "tests/test_collect_fast.py"],
+    "results.shards": ["tests/test_results_shards.py", "tests/test_reliability_shards.py", "tests/test_collect_fast.py"],
     "results.collect": ["tests/test_collect_fast.py", "tests/test_reliability_shards.py", "tests/test_collect_cli.py"],
     # the pure tests of the learned rule only: the CLI and analysis tests that also reach it take ~30 s a mutant
     "train.summary": ["tests/test_train_summary.py",

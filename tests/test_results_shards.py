@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -45,10 +46,10 @@ def test_summary_names():
                   f"{NAME}.history.parquet", f"x{NAME}.completed.summary.arrow", f"{NAME}..summary.parquet",
                   f"{NAME}.oom2.summary.parquet"):
         assert shards.parse_summary_name(other) is None, other
-    path = shards.history_file_for(shards.Path("/s/shards") / f"{NAME}.oom.summary.parquet")
+    path = shards.history_file_for(Path("/s/shards") / f"{NAME}.oom.summary.parquet")
     assert str(path) == f"/s/shards/{NAME}.history.parquet"
     with pytest.raises(ValueError, match=re.escape(f"not a summary shard: /s/{NAME}.history.parquet")):
-        shards.history_file_for(shards.Path("/s") / f"{NAME}.history.parquet")
+        shards.history_file_for(Path("/s") / f"{NAME}.history.parquet")
     assert shards.copy_name(f"{NAME}.history.parquet") == f"{NAME}.history.arrow"
 
 
@@ -118,17 +119,21 @@ def test_a_written_shard_reads_back_with_its_columns_filled(tmp_path):
     study = Study.at(tmp_path)
     summary = {"exp_id": "e", "attempt_id": "e.a001.0000abcd", "status": "completed", "best_val_jaccard": 0.5,
                "val_patch_intersection": [1, 2], "val_patch_union": (3, 4),
-               "phase_seconds": {"train": 2.0, "data": 1.0}, "data_provenance": "plain"}
+               "phase_seconds": {"train": 2.0, "data": 1.0}, "data_provenance": {"dir": Path("/data/x")},
+               "init_source": {"from": "scratch"}}
     history = [{"epoch": 1, "loss": 0.5, "val_loss": 0.6}, {"epoch": 2, "loss": 0.4, "val_loss": 0.5}]
     path = shards.write_shard(study, summary, history)
     assert path == study.shards_dir / "e.a001.0000abcd.completed.summary.parquet"
     row = pd.read_parquet(path).iloc[0]
     assert row["schema_version"] == shards.SHARD_SCHEMA_VERSION and row["best_val_jaccard"] == 0.5
-    assert list(row["val_patch_intersection"]) == [1.0, 2.0] and list(row["val_patch_union"]) == [3.0, 4.0]
+    for key, values in (("val_patch_intersection", [1.0, 2.0]), ("val_patch_union", [3.0, 4.0])):
+        assert list(row[key]) == values and row[key].dtype == "float64", key  # ints became floats
     assert list(row["test_patch_intersection"]) == [] and list(row["test_patch_union"]) == []
     assert json.loads(row["phase_seconds"]) == {"data": 1.0, "train": 2.0}
     assert row["phase_seconds"] == '{"data": 1.0, "train": 2.0}'  # sorted keys: the same bytes every time
-    assert row["data_provenance"] == "plain"
+    assert row["data_provenance"] == '{"dir": "/data/x"}'  # a value JSON cannot encode: its str()
+    assert row["init_source"] == '{"from": "scratch"}'
+
     assert all(c in row.index for c in shards.SUMMARY_COLUMNS)
     assert row["host"] is None or (isinstance(row["host"], float) and math.isnan(row["host"]))
     hist = pd.read_parquet(study.shards_dir / "e.a001.0000abcd.history.parquet")
@@ -152,3 +157,13 @@ def test_a_copy_with_another_mtime_is_stale(tmp_path):
     assert shards.read_copy(path) is not None
     os.remove(path.with_name(shards.copy_name(path.name)))
     assert shards.read_copy(path) is None
+
+
+def test_the_history_shard_is_written_before_the_summary(tmp_path, monkeypatch):
+    """Killed between the two (the fault point's name is the one the reliability tests use): a history
+    shard without a summary, which nothing counts as a result."""
+    study = Study.at(tmp_path)
+    monkeypatch.setenv("HPC_UNET_FAULT", "shard-between:raise")
+    with pytest.raises(RuntimeError, match="injected fault at shard-between"):
+        shards.write_shard(study, {"exp_id": "e", "attempt_id": "e.a001.0000abcd", "status": "failed"}, [])
+    assert sorted(p.name for p in study.shards_dir.iterdir()) == ["e.a001.0000abcd.history.parquet"]

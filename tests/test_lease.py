@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from hpc_unet import lease as lease_mod
-from hpc_unet.lease import current_restarts, describe, judge, leased, read_lease, read_restarts, take
+from hpc_unet.lease import (
+    LeaseView,
+    current_restarts,
+    describe,
+    judge,
+    leased,
+    read_lease,
+    read_restarts,
+    take,
+)
 from hpc_unet.study import Study, atomic_write_json
 
 
@@ -202,3 +211,40 @@ def test_the_messages_say_what_happened(study, monkeypatch, capsys):
     lease._thread.join(timeout=30)
     assert capsys.readouterr().err == ("hpc-unet: lease of e2 was taken over by another task (this one looked "
                                        "stale); the heartbeat stops\n")
+
+
+def test_judge_gives_each_verdict_with_its_reason(monkeypatch):
+    """Every branch of judge, with the whole view (live, holder, why): status prints the reason and the
+    precedence rule reads it. Stale after STALE_S = 180 s (written out), pinned on both sides."""
+    monkeypatch.delenv("HPC_UNET_LEASE_STALE_S", raising=False)
+    now = 1000.0
+    held = {"state": "held", "job_id": "77_3", "host": "elsewhere", "pid": 1, "heartbeat_at": now - 10}
+    assert judge(None, now=now, host="here") == LeaseView(False, None, "none")
+    assert judge({**held, "state": "released"}, now=now, host="here") == LeaseView(
+        False, {**held, "state": "released"}, "released")
+    assert judge({**held, "state": "interrupted"}, now=now, host="here").why == "interrupted"
+    assert judge({**held, "state": ""}, now=now, host="here").why == "released"  # no state: not held
+    assert judge({k: v for k, v in held.items() if k != "state"}, now=now, host="here").why == "released"
+    assert judge(held, now=now, host="here", job_id="77_3") == LeaseView(False, held, "own job")
+    assert judge(held, now=now, host="here", job_id="77_4") == LeaseView(True, held, "held")
+    assert judge(held, now=now, host="here") == LeaseView(True, held, "held")
+    gone = {**held, "host": "here", "pid": 2 ** 22 + 12345}  # above pid_max's default: no such process
+    assert judge(gone, now=now, host="here") == LeaseView(False, gone, "holder gone")
+    assert judge(gone, now=now, host="there").live  # another host's pid says nothing here
+    for beat in ("soon", None, [1]):
+        assert judge({**held, "heartbeat_at": beat}, now=now, host="here") == LeaseView(
+            False, {**held, "heartbeat_at": beat}, "stale")
+    no_beat = {k: v for k, v in held.items() if k != "heartbeat_at"}  # never beat: as old as the epoch
+    assert judge(no_beat, now=now, host="here") == LeaseView(False, no_beat, "stale")
+    assert judge(no_beat, now=180.0, host="here").live and not judge(no_beat, now=180.001, host="here").live
+    edge = {**held, "heartbeat_at": now - 180.0}
+    assert judge(edge, now=now, host="here").live  # exactly 180 s: still live
+    assert judge(edge, now=now + 0.001, host="here") == LeaseView(False, edge, "stale")
+
+
+def test_judge_reads_the_clock_and_host_when_not_given():
+    holder = {"state": "held", "job_id": "", "host": socket.gethostname(), "pid": os.getpid(),
+              "pid_start": "", "heartbeat_at": time.time()}
+    assert judge(holder) == LeaseView(True, holder, "held")
+    old = {**holder, "heartbeat_at": time.time() - 1000}
+    assert judge(old).why == "stale"

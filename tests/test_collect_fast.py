@@ -104,3 +104,34 @@ def test_status_and_unchanged_collect_import_only_what_they_need(study):
     assert imported_by("status", "--study", root) == {"pyarrow", "rich"}
     assert "pandas" in imported_by("collect", "--study", root)  # the first collect merges with pandas
     assert imported_by("collect", "--study", root) == set()  # unchanged: nothing to merge
+
+
+def test_a_collect_reads_only_new_shards_and_rewrites_an_edited_output(study, capsys):
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1)
+    assert collect_json(study, capsys)["shards_read"] == 1
+    fake_shard(study, e1, 1, "failed")
+    assert collect_json(study, capsys)["shards_read"] == 1  # the first shard's row came from the cache
+    fake_shard(study, e1, 2)
+    report = collect_json(study, capsys)
+    assert report["shards_read"] == 1 and report["completed"] == 2
+    results = study.results_dir / "results.parquet"
+    results.write_bytes(b"edited by hand")  # an output changed, not gone: written again
+    again = collect_json(study, capsys)
+    assert again["completed"] == 2 and again["shards_read"] == 0
+    assert pq.read_table(results).num_rows == 2
+
+
+def test_results_and_history_carry_one_collect_s_tag(study, capsys):
+    from hpc_unet.results.collect import COLLECT_KEY
+
+    fake_shard(study, "unet-lr1e-03-bs8-s0", 1)
+    collect_json(study, capsys)
+    results, history = (pq.read_schema(study.results_dir / n).metadata for n in ("results.parquet", "history.parquet"))
+    assert len(results[COLLECT_KEY]) == 16 and results[COLLECT_KEY] == history[COLLECT_KEY]
+    assert b"pandas" in results  # the frame's own metadata is kept beside the tag
+    table = pq.read_table(study.results_dir / "history.parquet")
+    pq.write_table(table.replace_schema_metadata({COLLECT_KEY: b"another collect"}),
+                   study.results_dir / "history.parquet")  # as if a second collect replaced only this one
+    with pytest.raises(RuntimeError, match=r"results and history kept changing; is collect running in a loop\?"):
+        read_collected(study, attempts=2)

@@ -222,3 +222,14 @@ def test_bootstrap_of_tiny_unions_equals_the_written_out_scores():
     j, su, sq = resampled(units[::-1], 2, 400).T
     other = np.where(su + sq - j == 0, 1.0, j / np.maximum(su + sq - j, 1))
     assert a["ci"] == pytest.approx(np.percentile(iou - other, [25, 75]).tolist(), abs=1e-12)
+
+
+def test_any_non_zero_pixel_is_foreground_in_either_mask():
+    """Masks read from files may hold 0/255 or labels (1, 2, ...): non-zero is foreground, so 2 & 1 is a
+    hit (as integers it would be 0)."""
+    truth = np.array([[2, 0], [255, 1]], np.uint8)
+    pred = np.array([[1, 0], [4, 0]], np.uint8)
+    assert scores.counts(truth, pred) == (2, 3, 2)  # (0, 0) and (1, 0) overlap
+    assert scores.counts(pred, truth) == (2, 2, 3)
+    row = scores.image_row("a.png", truth, pred)
+    assert row["image"] == "a.png" and row["iou"] == pytest.approx(2 / 3) and row["dice"] == pytest.approx(4 / 5)

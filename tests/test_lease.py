@@ -248,3 +248,32 @@ def test_judge_reads_the_clock_and_host_when_not_given():
     assert judge(holder) == LeaseView(True, holder, "held")
     old = {**holder, "heartbeat_at": time.time() - 1000}
     assert judge(old).why == "stale"
+
+
+def test_pid_start_of_a_process_whose_name_holds_parentheses(tmp_path):
+    """The command name in /proc/<pid>/stat may contain ") 1 2 (": the fields start after the LAST ")"."""
+    import subprocess
+
+    odd = tmp_path / "x) 1 2 3 (y"
+    odd.symlink_to("/bin/sleep")
+    child = subprocess.Popen([str(odd), "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while "x) 1 2 3 (y" not in Path(f"/proc/{child.pid}/stat").read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until exec has renamed the child
+        assert "x) 1 2 3 (y" in Path(f"/proc/{child.pid}/stat").read_text()
+        assert lease_mod._pid_start(child.pid) == proc_start(child.pid) != ""
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_unexpected_lease_and_restart_files(study):
+    run = study.run_dir("e1")
+    run.mkdir(parents=True)
+    (run / "lease.json").write_text("[1, 2]")  # JSON, but not a lease
+    assert read_lease(run) is None
+    (run / "restarts.json").write_text("{}")  # no count recorded: none
+    assert read_restarts(run) == 0
+    (run / "restarts.json").write_text('{"restarts": 3}')
+    assert read_restarts(run) == 3

@@ -135,3 +135,64 @@ def test_results_and_history_carry_one_collect_s_tag(study, capsys):
                    study.results_dir / "history.parquet")  # as if a second collect replaced only this one
     with pytest.raises(RuntimeError, match=r"results and history kept changing; is collect running in a loop\?"):
         read_collected(study, attempts=2)
+
+
+def _hand_shard(study, name: str, frame) -> None:
+    """A summary shard written by hand (no Arrow copy), with exactly the columns of ``frame``."""
+    import pandas as pd
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(frame), preserve_index=False), study.shards_dir / name)
+
+
+def test_hand_made_summaries_key_columns_first_old_names_and_extra_rows(study, capsys):
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1)  # its history, and a whole shard beside the hand-made ones
+    fake_shard(study, e1, 1)
+    # exp_id as column 0 and an old (version 1) name as column 0: both found wherever they sit
+    _hand_shard(study, f"{e0}.a002.0000abcd.completed.summary.parquet",
+                {"exp_id": [e0], "attempt_id": [f"{e0}.a002.0000abcd"], "attempt": [2], "status": ["completed"]})
+    (study.shards_dir / f"{e0}.a002.0000abcd.history.parquet").write_bytes(
+        (study.shards_dir / f"{e0}.a001.0000abcd.history.parquet").read_bytes())
+    _hand_shard(study, f"{e1}.a002.0000abcd.completed.summary.parquet",
+                {"best_val_jacard": [0.75], "exp_id": [e1], "attempt_id": [f"{e1}.a002.0000abcd"], "attempt": [2],
+                 "status": ["completed"]})
+    (study.shards_dir / f"{e1}.a002.0000abcd.history.parquet").write_bytes(
+        (study.shards_dir / f"{e1}.a001.0000abcd.history.parquet").read_bytes())
+    # two rows under one name: not a summary
+    _hand_shard(study, f"{e1}.a003.0000abcd.failed.summary.parquet",
+                {"exp_id": [e1, e1], "attempt_id": [f"{e1}.a003.0000abcd"] * 2, "attempt": [3, 3],
+                 "status": ["failed"] * 2})
+    report = collect_json(study, capsys)
+    assert report["unreadable"] == [f"{e1}.a003.0000abcd.failed.summary.parquet"]
+    assert report["chosen"] == {e0: f"{e0}.a002.0000abcd", e1: f"{e1}.a002.0000abcd"}
+    results, _ = read_collected(study)
+    assert dict(zip(results["exp_id"], results["best_val_jaccard"], strict=True))[e1] == 0.75
+    assert "__index_level_0__" not in pq.read_schema(study.results_dir / "results.parquet").names
+
+
+def test_a_current_copy_is_read_instead_of_its_parquet_file(study, capsys):
+    """The copy is used while the Parquet file keeps its size and mtime (here: same size, garbage, mtime
+    restored), so the row still comes back; a copy is an accelerator that collect really takes."""
+    e0 = "unet-lr1e-03-bs8-s0"
+    fake_shard(study, e0, 1, best=0.625)
+    path = study.shards_dir / f"{e0}.a001.0000abcd.completed.summary.parquet"
+    st = os.stat(path)
+    path.write_bytes(b"\0" * st.st_size)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    report = collect_json(study, capsys)
+    assert report["completed"] == 1 and report["unreadable"] == []
+    results, _ = read_collected(study)
+    assert list(results["best_val_jaccard"]) == [0.625]
+
+
+@pytest.mark.parametrize("drop", ["_file", "_stamp"])
+def test_a_summary_cache_of_an_older_format_is_read_again(study, capsys, drop):
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1)
+    collect_json(study, capsys)
+    cache = study.results_dir / ".summary-cache.parquet"
+    table = pq.read_table(cache)
+    pq.write_table(table.drop_columns([drop]), cache)
+    fake_shard(study, e1, 1)
+    assert collect_json(study, capsys)["shards_read"] == 2  # every shard, not only the new one

@@ -196,3 +196,37 @@ def test_a_summary_cache_of_an_older_format_is_read_again(study, capsys, drop):
     pq.write_table(table.drop_columns([drop]), cache)
     fake_shard(study, e1, 1)
     assert collect_json(study, capsys)["shards_read"] == 2  # every shard, not only the new one
+
+
+def test_cached_histories_are_not_read_again_while_their_file_is_unchanged(study, capsys):
+    """A chosen attempt's history comes from the cache while its shard keeps its size and mtime: here the
+    file is garbage of the same size with its mtime restored (and no Arrow copy), so a reread would report
+    it unreadable."""
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1)
+    collect_json(study, capsys)
+    path = study.shards_dir / f"{e0}.a001.0000abcd.history.parquet"
+    path.with_name(copy_name(path.name)).unlink()
+    st = os.stat(path)
+    path.write_bytes(b"\0" * st.st_size)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fake_shard(study, e1, 1)  # a new shard: a real collect
+    report = collect_json(study, capsys)
+    assert report["unreadable"] == [] and report["completed"] == 2
+    _, history = read_collected(study)
+    assert sorted(set(history["exp_id"])) == sorted([e0, e1]) and len(history) == 6
+
+
+@pytest.mark.parametrize("drop", ["attempt_id", "_stamp"])
+def test_a_history_cache_of_an_older_format_is_read_again(study, capsys, drop):
+    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
+    fake_shard(study, e0, 1)
+    collect_json(study, capsys)
+    cache = study.results_dir / ".history-cache.parquet"
+    pq.write_table(pq.read_table(cache).drop_columns([drop]), cache)
+    fake_shard(study, e1, 1)
+    report = collect_json(study, capsys)
+    assert report["completed"] == 2 and report["unreadable"] == []
+    _, history = read_collected(study)
+    assert list(history["exp_id"]) == [e0] * 3 + [e1] * 3
+    assert "attempt_id" in pq.read_schema(cache).names and "_stamp" in pq.read_schema(cache).names

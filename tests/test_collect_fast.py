@@ -230,3 +230,20 @@ def test_a_history_cache_of_an_older_format_is_read_again(study, capsys, drop):
     _, history = read_collected(study)
     assert list(history["exp_id"]) == [e0] * 3 + [e1] * 3
     assert "attempt_id" in pq.read_schema(cache).names and "_stamp" in pq.read_schema(cache).names
+
+
+def test_tables_arrow_cannot_unify_are_concatenated_by_pandas():
+    """An int column in one shard and a bool one in another (Arrow refuses to promote them): pandas'
+    concat unifies them (True -> 1), with no index column and no schema metadata."""
+    import pyarrow as pa
+
+    from hpc_unet.results.collect import _concat
+
+    a = pa.table({"n": [7], "x": [0.5]}).replace_schema_metadata({b"k": b"v"})
+    b = pa.table({"n": [True], "x": [1.5]})
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        pa.concat_tables([a, b], promote_options="permissive")
+    out = _concat([a, b])
+    assert out.column_names == ["n", "x"] and out.schema.metadata is None
+    assert out.column("n").to_pylist() == [7, 1] and out.column("x").to_pylist() == [0.5, 1.5]
+    assert str(out.schema.field("n").type) == "int64"

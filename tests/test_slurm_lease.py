@@ -136,8 +136,9 @@ def test_concurrent_takers_exactly_one_wins(study: Study, tmp_path: Path) -> Non
     for p in procs:
         p.start()
     deadline = time.monotonic() + 180
+
     def settled() -> bool:  # every taker answered, or died without an answer (a failure below)
-        return all((o.exists() and o.read_text() != "") or not p.is_alive() for o, p in zip(outs, procs))
+        return all((o.exists() and o.read_text() != "") or not p.is_alive() for o, p in zip(outs, procs, strict=True))
 
     while not settled() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -10,19 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, cli
-from test_reliability_helpers import make_study, snapshot
-
-SMALL = ("grid.learning_rate=[1e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']", "train.epochs=2")
-
-
-def one_error_line(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hpc-unet "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
-    return lines[0]
+from test_reliability_helpers import SMALL, make_study, one_error_line, snapshot
 
 
 def test_empty_study_path_is_refused_and_nothing_lands_in_the_current_directory(tmp_path, capsys, monkeypatch):

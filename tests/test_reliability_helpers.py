@@ -57,3 +57,17 @@ def snapshot(root: Path) -> dict[str, tuple[bool, int, int]]:
             st = path.lstat()
             out[str(path.relative_to(root))] = (path.is_dir(), 0 if path.is_dir() else st.st_size, st.st_mtime_ns)
     return out
+
+
+SMALL = ("grid.learning_rate=[1e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']", "train.epochs=2")
+
+
+def one_error_line(capsys, *needles: str) -> str:
+    """The one stderr line a refused command printed, containing every needle."""
+    err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hpc-unet "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+    return lines[0]

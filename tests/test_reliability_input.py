@@ -14,20 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import cli
-from test_reliability_helpers import make_study, snapshot
+from test_reliability_helpers import SMALL, make_study, one_error_line, snapshot
 
 BASE = '[data]\nkind = "synthetic"\npatch_size = 32\n'
-SMALL = ("grid.learning_rate=[1e-3]", "grid.batch_size=[8]", "grid.architecture=['UNet']", "train.epochs=2")
 
-
-def one_error_line(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hpc-unet "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
-    return lines[0]
 
 
 @pytest.mark.parametrize("text,needle", [

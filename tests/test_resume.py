@@ -20,13 +20,13 @@ EXP = "unet-lr1e-04-bs8-s0"
 METRICS = ["epoch", "loss", "val_loss", "jacard_coef", "val_jacard_coef", "iou", "val_iou", "lr"]
 
 
-def make_study(root: Path) -> Path:
+def make_study(root: Path, lr: str = "1e-4", epochs: int = 8) -> Path:
     # lr 1e-4 with the plain focal loss first loses soft Jaccard (it learns the background), so with
     # patience 1/2 both ReduceLROnPlateau and EarlyStopping act within the first epochs. The loss, width and
     # data are pinned here so that tuning the smoke spec for the demo does not change what this tests.
     assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
-               "--set", "grid.learning_rate=[1e-4]", "--set", "grid.batch_size=[8]",
-               "--set", "grid.architecture=['UNet']", "--set", "train.epochs=8",
+               "--set", f"grid.learning_rate=[{lr}]", "--set", "grid.batch_size=[8]",
+               "--set", "grid.architecture=['UNet']", "--set", f"train.epochs={epochs}",
                "--set", "train.early_stopping_patience=2", "--set", "train.reduce_lr_patience=1",
                "--set", "train.class_balancing=false", "--set", "train.focal_alpha=0.25",
                "--set", "train.base_filters=8", "--set", "data.synth_slices=8") == 0
@@ -100,13 +100,7 @@ def make_late_study(root: Path) -> Path:
     """lr 1e-2: the soft Jaccard climbs for several epochs with a dip on the way, so there is an epoch
     after a best one that did not improve (EarlyStopping waits, ReduceLROnPlateau cuts the rate) and a
     new best after it."""
-    assert cli("manifest", "--grid", REPO / "manifests" / "smoke.toml", "--study", root, "--quiet",
-               "--set", "grid.learning_rate=[1e-2]", "--set", "grid.batch_size=[8]",
-               "--set", "grid.architecture=['UNet']", "--set", "train.epochs=10",
-               "--set", "train.early_stopping_patience=2", "--set", "train.reduce_lr_patience=1",
-               "--set", "train.class_balancing=false", "--set", "train.focal_alpha=0.25",
-               "--set", "train.base_filters=8", "--set", "data.synth_slices=8") == 0
-    return root
+    return make_study(root, lr="1e-2", epochs=10)
 
 
 def kill_epoch(history: pd.DataFrame, best_epoch: int) -> int | None:

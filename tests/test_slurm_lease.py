@@ -109,34 +109,43 @@ def test_heartbeat_refreshes_while_held(study: Study, monkeypatch: pytest.Monkey
     assert read_lease(study.run_dir(exp)) is None
 
 
-def _contend(root: str, exp: str, start: float, out: str) -> None:
-    while time.time() < start:
-        time.sleep(0.001)
+def _contend(root: str, exp: str, barrier, release, out: str) -> None:
+    barrier.wait(timeout=120)  # all six take at the same moment
     try:
         lease = take(Study.at(root), exp)
     except LeaseHeld:
         Path(out).write_text("refused")
         return
     Path(out).write_text("won")
-    # hold it until every other taker has tried (a late starter on a loaded machine must still find it held)
-    deadline = time.monotonic() + 30
-    while sum(p.read_text() == "refused" for p in Path(out).parent.glob("taker*")) < 5 \
-            and time.monotonic() < deadline:
-        time.sleep(0.01)
+    release.wait(timeout=120)  # held until the test has seen every other taker's answer
     lease.end()
 
 
 def test_concurrent_takers_exactly_one_wins(study: Study, tmp_path: Path) -> None:
+    """Six processes take one lease at once: exactly one wins while it holds it.
+
+    The winner holds the lease until every other taker has answered (the test releases it), so a slow
+    taker on a loaded machine still meets a held lease: a second winner can only come from the lock.
+    Fresh (spawned) processes, not forks of a pytest process that may have TensorFlow's threads.
+    """
     exp = exp_ids(study)[0]
-    ctx = mp.get_context("fork")
-    start = time.time() + 0.5
+    ctx = mp.get_context("spawn")
+    barrier, release = ctx.Barrier(6), ctx.Event()
     outs = [tmp_path / f"taker{i}" for i in range(6)]
-    procs = [ctx.Process(target=_contend, args=(str(study.root), exp, start, str(o))) for o in outs]
+    procs = [ctx.Process(target=_contend, args=(str(study.root), exp, barrier, release, str(o))) for o in outs]
     for p in procs:
         p.start()
+    deadline = time.monotonic() + 180
+
+    def settled() -> bool:  # every taker answered, or died without an answer (a failure below)
+        return all((o.exists() and o.read_text() != "") or not p.is_alive() for o, p in zip(outs, procs, strict=True))
+
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    results = sorted(o.read_text() if o.exists() else "no answer" for o in outs)
+    release.set()
     for p in procs:
-        p.join(timeout=30)
-    results = sorted(o.read_text() for o in outs)
+        p.join(timeout=60)
     assert results == ["refused"] * 5 + ["won"], results
     assert read_lease(study.run_dir(exp)) is None and read_restarts(study.run_dir(exp)) == 0
 

@@ -42,7 +42,9 @@ from hpc_unet.results.shards import parse_summary_name
 pytestmark = [pytest.mark.slurm]
 
 # 6 experiments: 3 architectures x 2 learning rates, batch 8
-SIX = [*STORM, "grid.learning_rate=[1e-3,5e-3]", "grid.batch_size=[8]"]
+# 16 epochs: a task hit at epoch 1-2 still has > KillWait (5 s) of training left on a quiet machine, so
+# the node failure interrupts it rather than letting it finish while Slurm waits to kill it
+SIX = [*STORM, "grid.learning_rate=[1e-3,5e-3]", "grid.batch_size=[8]", "train.epochs=16"]
 SITE = {"HPC_UNET_SLURM_JOB_REQUEUE": "0", "HPC_UNET_SLURM_ACCOUNTING": "0"}
 
 

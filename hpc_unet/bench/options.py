@@ -137,7 +137,7 @@ def nan_guard_check(root: Path, env: dict[str, str]) -> dict[str, Any]:
     from hpc_unet.study import Study
 
     spec_file = Path(__file__).resolve().parents[1] / "manifests" / "smoke.toml"
-    spec = load_spec(spec_file, overrides=["grid.architecture=['UNet']", "grid.learning_rate=[1e30]",
+    spec = load_spec(spec_file, overrides=["grid.architecture=['UNet']", "grid.learning_rate=[10.0]",
                                            "grid.batch_size=[16]", "train.precision='mixed_bfloat16'",
                                            "train.clipnorm=0", "train.epochs=3"])
     study = Study.at(root)
@@ -168,5 +168,5 @@ def print_options(payload: dict[str, Any]) -> None:
     )
     nan = payload.get("nan_check")
     if nan:
-        print_table("NaN guard (mixed_bfloat16, lr 1e30, no clipping)", ["experiment", "status", "diverged epoch",
+        print_table("NaN guard (mixed_bfloat16, lr 10 (the spec's upper bound), no clipping)", ["experiment", "status", "diverged epoch",
                     "guard works"], [[nan["exp_id"], nan["status"], nan["diverged_epoch"], str(nan["guard_works"])]])

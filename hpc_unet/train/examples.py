@@ -32,7 +32,8 @@ def pick_examples(masks: np.ndarray, n: int = N_EXAMPLES) -> np.ndarray:
     return pool[np.linspace(0, len(pool) - 1, n).round().astype(int)]
 
 
-def _u8(a: np.ndarray) -> np.ndarray:
+def to_u8(a: np.ndarray) -> np.ndarray:
+    """A [0, 1] patch (first channel) as uint8 for storage; val_patches uses it too."""
     a = np.asarray(a, dtype=np.float32)
     if a.ndim == 4:
         a = a[..., 0]
@@ -43,8 +44,8 @@ def write_examples(path: Path, images: np.ndarray, masks: np.ndarray, prediction
                    split: str) -> list[int]:
     """Store the chosen patches' image (first channel), mask and predicted probability as uint8."""
     idx = pick_examples(masks)
-    arrays = {"image": _u8(np.asarray(images)[idx]), "mask": _u8(np.asarray(masks)[idx]),
-              "prediction": _u8(np.asarray(predictions)[idx]), "index": np.asarray(idx, dtype=np.int64),
+    arrays = {"image": to_u8(np.asarray(images)[idx]), "mask": to_u8(np.asarray(masks)[idx]),
+              "prediction": to_u8(np.asarray(predictions)[idx]), "index": np.asarray(idx, dtype=np.int64),
               "split": np.asarray(split)}
 
     def write(tmp: Path) -> None:

@@ -536,11 +536,13 @@ def _train(row: dict[str, Any], study: Study, base: dict[str, Any], history: lis
     from hpc_unet.data import prepare_for_row
     from hpc_unet.data.budget import apply_budget
 
-    # NumPy only, before TensorFlow starts: a bad data file is the first line a user sees
+    # An allocated GPU that TensorFlow cannot see fails before the data is read (the cache of a large
+    # dataset takes minutes); without a GPU requirement this imports nothing, so the data is read next,
+    # NumPy only, before TensorFlow starts: a bad data file is then the first line a user sees.
+    _select_device(row, study)
     data = apply_budget(prepare_for_row(row, study), float(row.get("train_fraction", 1.0)))
     phases.mark("data")
     state["data_provenance"] = data.provenance
-    _select_device(row, study)
     configure_tensorflow(row)
     phases.mark("import")
     bundle = load_latest(study.run_dir(row["exp_id"]) / "checkpoint")

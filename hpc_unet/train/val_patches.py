@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hpc_unet.study import atomic_write
+from hpc_unet.train.examples import to_u8
 
 VAL_PATCHES_FILE = "val_patches.npz"
 K = 4
@@ -59,13 +60,6 @@ def rank_patches(iou: np.ndarray, k: int = K, has_truth: np.ndarray | None = Non
     return worst.astype(np.int64), best.astype(np.int64)
 
 
-def _u8(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float32)
-    if a.ndim == 4:
-        a = a[..., 0]
-    return np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def save_val_patches(path: Path, images: np.ndarray, masks: np.ndarray, probs: np.ndarray,
                      k: int = K) -> dict[str, np.ndarray]:
     """Write the per-patch counts and IoU of every validation patch and the pixels of the worst/best ``k``."""
@@ -76,8 +70,8 @@ def save_val_patches(path: Path, images: np.ndarray, masks: np.ndarray, probs: n
     images = np.asarray(images)
     arrays = {**counts, "iou": iou.astype(np.float32), "worst": worst, "best": best, "index": shown,
               "pixels": np.asarray(_flat(masks).shape[1], dtype=np.int64), "threshold": np.asarray(THRESHOLD),
-              "image": _u8(images[shown]), "mask": _u8(np.asarray(masks)[shown]),
-              "prediction": _u8(np.asarray(probs)[shown]),
+              "image": to_u8(images[shown]), "mask": to_u8(np.asarray(masks)[shown]),
+              "prediction": to_u8(np.asarray(probs)[shown]),
               "predicted": (_flat(probs)[shown] > THRESHOLD).reshape(np.shape(masks[shown])[:3]).astype(np.uint8)}
 
     def write(tmp: Path) -> None:

@@ -247,3 +247,21 @@ def test_tables_arrow_cannot_unify_are_concatenated_by_pandas():
     assert out.column_names == ["n", "x"] and out.schema.metadata is None
     assert out.column("n").to_pylist() == [7, 1] and out.column("x").to_pylist() == [0.5, 1.5]
     assert str(out.schema.field("n").type) == "int64"
+
+
+def test_results_hold_no_bookkeeping_columns_and_an_edited_summary_is_collected_again(study, capsys):
+    e0 = "unet-lr1e-03-bs8-s0"
+    fake_shard(study, e0, 1, best=0.5)
+    fake_shard(study, e0, 2, "failed")
+    collect_json(study, capsys)
+    names = pq.read_schema(study.results_dir / "results.parquet").names
+    assert not {"_file", "_stamp", "_done", "__index_level_0__"} & set(names)
+    results, _ = read_collected(study)
+    assert list(results["attempts"]) == [2] and list(results["attempt"]) == [1]
+    path = study.shards_dir / f"{e0}.a001.0000abcd.completed.summary.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.column_names.index("best_val_jaccard"), "best_val_jaccard", [[0.875]]),
+                   path)  # only the summary changed in place (its copy is now stale)
+    assert collect_json(study, capsys)["shards_read"] == 1
+    results, _ = read_collected(study)
+    assert list(results["best_val_jaccard"]) == [0.875]

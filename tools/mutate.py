@@ -33,7 +33,8 @@ MODULES: dict[str, list[str]] = {
     # not test_collect_cli's large-study status test: 26 s for each of collect's ~800 mutants
     "results.collect": ["tests/test_collect_fast.py", "tests/test_reliability_shards.py",
                         "tests/test_collect_cli.py::test_collect_prunes_checkpoints_of_completed_experiments",
-                        "tests/test_collect_cli.py::test_collect_reads_version_1_shards_with_the_old_spelling"],
+                        "tests/test_collect_cli.py::test_collect_reads_version_1_shards_with_the_old_spelling",
+                        "tests/test_analysis_learning.py::test_collect_lists_not_learned_and_marginal_runs"],
     # the pure tests of the learned rule only: the CLI and analysis tests that also reach it take ~30 s a mutant
     "train.summary": ["tests/test_train_summary.py",
                       "tests/test_analysis_conclusions.py::test_trivial_scores_match_the_three_predictors_computed_directly",

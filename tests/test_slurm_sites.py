@@ -110,7 +110,9 @@ def test_sibling_storm_on_a_site_with_jobrequeue_0_and_no_accounting(other_site:
     s.urgent("event 1 (preemption)")
     node_failure(s, "event 2 (node failure)")
     controller_restart(s, "event 3 (slurmctld restart)", other_site)
-    s.requeue("event 4 (scontrol requeue)")
+    # by now every task may have started (resumed ones start past epoch 0): any early epoch will do,
+    # 16 epochs leave more than KillWait of training after it
+    s.requeue("event 4 (scontrol requeue)", max_epoch=8)
     final = s.wait_done(timeout=900)
     seconds = time.monotonic() - s.t0
 

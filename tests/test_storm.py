@@ -234,10 +234,10 @@ class Storm:
                  f"{sorted(e for e, _ in targets)}")
         self.hit(targets, "urgent")
 
-    def requeue(self, label: str) -> None:
+    def requeue(self, label: str, max_epoch: int = 0) -> None:
         # submitit ignores the SIGTERM of `scontrol requeue`: the task trains on until SIGKILL after
         # KillWait (5 s); a task in its first epoch is likely to be cut (hit() checks whether it was)
-        (exp, holder), *_ = self.wait_target(min_epoch=0, max_epoch=0)
+        (exp, holder), *_ = self.wait_target(min_epoch=0, max_epoch=max_epoch)
         assert _sh("scontrol", "requeue", holder["job_id"]).returncode == 0
         self.log(f"{label}: scontrol requeue {holder['job_id']} ({exp}, epoch {self.progress(exp).get('epoch')})")
         self.hit([(exp, holder)], "requeue")

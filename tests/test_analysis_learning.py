@@ -118,3 +118,66 @@ def test_analysis_keeps_marginal_runs_out_of_stability_speed_and_recommendations
     assert row["n_marginal"] == 1 and math.isnan(row["val_loss_std"]) and math.isnan(row["jaccard_per_gpu_hour"])
     assert bundle.info["learning"]["marginal"] == 1
     assert "1 marginal" in bundle.info["headline"]
+
+
+def _svg_text(fig) -> str:
+    import io
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    return buf.getvalue()
+
+
+def test_heatmaps_name_marginal_cells_marginal_not_did_not_learn():
+    """A cell whose only run is marginal cleared the margin on one metric: the figure says 'marginal',
+    a cell of runs that cleared neither says 'did not learn', a mixed cell counts each."""
+    from hpc_unet.analysis import figures
+
+    base = {"architecture": "UNet", "n_planned": 2, "label": "", "best_val_jaccard": 0.3, "best_val_iou": 0.3,
+            "val_loss_std": float("nan"), "val_loss_std_detrended": float("nan"), "best_epoch": float("nan"),
+            "overfit_gap_end": float("nan")}
+    cells = pd.DataFrame([
+        {**base, "learning_rate": 1e-3, "batch_size": 8, "n_completed": 2, "n_not_learned": 2, "n_marginal": 2},
+        {**base, "learning_rate": 1e-3, "batch_size": 16, "n_completed": 2, "n_not_learned": 2, "n_marginal": 0},
+        {**base, "learning_rate": 1e-2, "batch_size": 8, "n_completed": 2, "n_not_learned": 2, "n_marginal": 1},
+        {**base, "learning_rate": 1e-2, "batch_size": 16, "n_completed": 2, "n_not_learned": 1, "n_marginal": 1,
+         "val_loss_std": 0.01},
+    ])
+    svg = _svg_text(figures.heatmap(cells, "val_loss_std"))
+    # matplotlib writes each line of a cell's text as its own <!-- comment --> in the SVG
+    assert svg.count("<!-- marginal -->") == 1          # the all-marginal cell
+    assert svg.count("<!-- did not -->") == 1            # the cell of runs that learned on neither metric
+    assert svg.count("<!-- did not learn -->") == 1      # the mixed cell: 'did not learn / or marginal'
+    assert "<!-- (1 marginal) -->" in svg               # the cell where one of two runs learned
+    assert "undefined: the runs did not learn or are marginal" in svg
+    plain = _svg_text(figures.heatmap(cells.assign(n_marginal=0), "val_loss_std"))
+    assert "marginal" not in plain and plain.count("<!-- did not -->") == 3 and "<!-- (1 flat) -->" in plain
+
+
+def test_learning_curves_draw_marginal_runs_apart_from_runs_that_did_not_learn(tmp_path):
+    from hpc_unet.analysis import figures
+    from hpc_unet.analysis.load import load_study
+    from hpc_unet.analysis.site import charts
+    from hpc_unet.analysis.site.runs import learning_label
+    from hpc_unet.analysis.synthetic import MASK_FRACTION
+    from hpc_unet.analysis.synthetic import make_study as synthetic_study
+
+    study = synthetic_study(tmp_path / "m", seed=21, not_learning=[("UNet", 1e-4, 8)])
+    path = study.results_dir / "results.parquet"
+    frame = pd.read_parquet(path)
+    top = frame["best_val_jaccard"].idxmax()
+    frame.loc[top, "best_val_iou"] = MASK_FRACTION  # learned on the soft Jaccard only: marginal
+    frame.to_parquet(path, index=False)
+    data = load_study(study.root)
+    fig = figures.learning_curves(data.completed, data.history)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "did not learn" in labels and "marginal" in labels
+    grey = [c for ax in fig.axes for c in ax.collections if c.get_linestyle()[0][1] is not None
+            and tuple(round(v, 3) for v in c.get_color()[0][:3]) == (0.604, 0.604, 0.604)]
+    assert len(grey) == 2  # the marginal run, in both panels (val Jaccard, val loss)
+    runs = data.runs
+    chart = charts.learning_curves(data.history, runs, "architecture", "best_val_jaccard", learning_label(runs))
+    names = {t["name"]: t["line"]["dash"] for t in chart["data"] if "lr schedule" not in t["name"]}
+    arch = frame.loc[top, "architecture"]
+    assert names[f"{arch} (marginal)"] == "dashdot" and names["UNet (did not learn)"] == "dot"
+    assert names[f"{arch}"] == "solid"

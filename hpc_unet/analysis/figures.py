@@ -84,6 +84,17 @@ def _levels(frame: pd.DataFrame, col: str) -> list:
     return arch_order(values) if col == "architecture" else sorted(values)
 
 
+FLAT_STATUSES = ("did not\nlearn", "marginal", "did not learn\nor marginal")
+
+
+def flat_status(flat: int, marginal: int) -> str:
+    """The label of a cell none of whose runs learned: a marginal run cleared the margin on one metric, so
+    it is not called a run that did not learn (docs/analysis.md: Did it learn?)."""
+    if marginal <= 0:
+        return FLAT_STATUSES[0]
+    return FLAT_STATUSES[1] if marginal >= flat else FLAT_STATUSES[2]
+
+
 def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
     """One panel per architecture over (lr, batch), annotated; colour scale shared across panels."""
     from matplotlib.patches import Patch, Rectangle
@@ -92,7 +103,7 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
     archs = _levels(cells, "architecture")
     lrs, bss = _levels(cells, "learning_rate"), _levels(cells, "batch_size")
     fig = _figure(3.2 * len(archs) + 1.2, 0.55 * len(lrs) + 2.1)
-    flat_cells = 0
+    flat_cells = marginal_cells = 0
     axes = fig.subplots(1, len(archs), squeeze=False)[0]
     values = cells[metric].to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
@@ -122,14 +133,17 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
                 else:
                     rec = sub.loc[(lr, bs)]
                     flat = int(rec.get("n_not_learned", 0) or 0)
+                    marg = min(int(rec.get("n_marginal", 0) or 0), flat)
+                    marginal_cells += marg
                     status = str(rec["label"]) if rec["n_completed"] == 0 else "n/a"
                     if rec["n_completed"] > 0 and flat >= rec["n_completed"]:
-                        status = "did not\nlearn"
+                        status = flat_status(flat, marg)
                         if metric in UNDEFINED_WITHOUT_LEARNING:
                             value = np.nan
                     partial = str(rec["label"]) if rec["n_completed"] > 0 else ""
                     if 0 < flat < rec["n_completed"]:
-                        partial = (partial + ", " if partial else "") + f"{flat} flat"
+                        parts = ([f"{flat - marg} flat"] if flat > marg else []) + ([f"{marg} marginal"] if marg else [])
+                        partial = ", ".join(([partial] if partial else []) + parts)
                 if flat and np.isfinite(value) or (flat and metric in UNDEFINED_WITHOUT_LEARNING):
                     flat_cells += 1
                 if np.isfinite(value):
@@ -143,7 +157,7 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
                     if flat:
                         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#b00000",
                                                hatch=NOT_LEARNED_HATCH, linewidth=0.8))
-                elif flat and status.startswith("did not"):
+                elif flat and status in FLAT_STATUSES:
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#eeeeee", edgecolor="#b00000",
                                            hatch=NOT_LEARNED_HATCH, linewidth=0.5))
                     ax.text(j, i, status, ha="center", va="center", fontsize=8, color="#b00000",
@@ -165,6 +179,9 @@ def heatmap(cells: pd.DataFrame, metric: str) -> Figure:
     if flat_cells:
         what = ("undefined: the runs did not learn" if metric in UNDEFINED_WITHOUT_LEARNING else
                 "runs that did not learn (skill < 0.10)")
+        if marginal_cells:
+            what = ("undefined: the runs did not learn or are marginal" if metric in UNDEFINED_WITHOUT_LEARNING
+                    else "runs that did not learn or are marginal (skill < 0.10 on both metrics, or on one)")
         handles.append(Patch(facecolor="none", edgecolor="#b00000", hatch=NOT_LEARNED_HATCH, label=what))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
     return fig
@@ -235,6 +252,7 @@ def _colors(n: int) -> list:
 
 LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)))
 NOT_LEARNED_COLOR = "#202020"  # black dotted: as visible as the others, unlike any lr colour
+FLAT_COLORS = {"not learned": NOT_LEARNED_COLOR, "marginal": "#9a9a9a"}  # marginal: grey dotted
 
 
 def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
@@ -243,7 +261,9 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     from matplotlib.ticker import MaxNLocator
 
     hist = history.merge(completed[["exp_id", *FACTORS]], on="exp_id", how="inner").sort_values("epoch")
-    flat = set(completed.loc[not_learned(completed), "exp_id"])
+    rows = completed[not_learned(completed)]
+    kinds = rows["learning"] if "learning" in rows.columns else pd.Series("not learned", index=rows.index)
+    flat = {e: ("marginal" if k == "marginal" else "not learned") for e, k in zip(rows["exp_id"], kinds, strict=True)}
     archs = _levels(completed, "architecture")
     lrs, bss = _levels(completed, "learning_rate"), _levels(completed, "batch_size")
     colors = _colors(len(lrs))
@@ -260,8 +280,9 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     handles = [Line2D([], [], color=colors[i], label=f"lr {format_number(float(lr))}") for i, lr in enumerate(lrs)]
     handles += [Line2D([], [], color="black", linestyle=LINESTYLES[i % 4], label=f"batch {int(b)}")
                 for i, b in enumerate(bss)]
-    if flat:
-        handles.append(Line2D([], [], color=NOT_LEARNED_COLOR, linestyle=":", linewidth=1.4, label="did not learn"))
+    for kind, label in (("not learned", "did not learn"), ("marginal", "marginal")):
+        if kind in flat.values():
+            handles.append(Line2D([], [], color=FLAT_COLORS[kind], linestyle=":", linewidth=1.4, label=label))
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     # below the panels, never over the curves
@@ -269,8 +290,9 @@ def learning_curves(completed: pd.DataFrame, history: pd.DataFrame) -> Figure:
     return fig
 
 
-def _draw_runs(panels: Any, sub: pd.DataFrame, flat: set, lrs: list, bss: list, colors: list) -> None:
-    """One LineCollection per (lr, batch, learned) group and panel: thousands of runs draw in one call each
+def _draw_runs(panels: Any, sub: pd.DataFrame, flat: dict, lrs: list, bss: list, colors: list) -> None:
+    """One LineCollection per (lr, batch, learning) group and panel (``flat``: exp_id -> 'not learned' or
+    'marginal'): thousands of runs draw in one call each
     (a Line2D per run made learning curves most of analyze's time at 3,600 experiments)."""
     from matplotlib.collections import LineCollection
 
@@ -284,12 +306,12 @@ def _draw_runs(panels: Any, sub: pd.DataFrame, flat: set, lrs: list, bss: list, 
     lr_of, bs_of = sub["learning_rate"].to_numpy(), sub["batch_size"].to_numpy()
     groups: dict[tuple, list[int]] = {}
     for k, start in enumerate(starts):
-        groups.setdefault((lr_of[start], bs_of[start], ids[start] in flat), []).append(k)
-    for (lr, bs, is_flat), runs in groups.items():
+        groups.setdefault((lr_of[start], bs_of[start], flat.get(ids[start])), []).append(k)
+    for (lr, bs, kind), runs in groups.items():
         style = {"colors": colors[lrs.index(lr)], "linestyles": LINESTYLES[bss.index(bs) % 4], "linewidths": 1,
                  "alpha": 0.8}
-        if is_flat:
-            style.update(colors=NOT_LEARNED_COLOR, linestyles=":", linewidths=1.4, alpha=0.9)
+        if kind:
+            style.update(colors=FLAT_COLORS[kind], linestyles=":", linewidths=1.4, alpha=0.9)
         for ax, metric in zip(panels, ("val_jacard_coef", "val_loss"), strict=True):
             if metric in sub:
                 values = sub[metric].to_numpy(float)
@@ -383,8 +405,9 @@ def all_figures(cells: pd.DataFrame, cells_j: pd.DataFrame, completed: pd.DataFr
         cells = cells.drop(columns="epochs_run", errors="ignore").merge(ran, on=list(FACTORS), how="left")
     for metric, name in HEATMAPS.items():
         label = METRICS[metric][0]
-        extra = (" (runs that learned only; cells where no run learned show 'did not learn')"
-                 if metric in UNDEFINED_WITHOUT_LEARNING else "; cross-hatched red: runs that did not learn")
+        extra = (" (runs that learned only; cells where no run learned show 'did not learn' or 'marginal')"
+                 if metric in UNDEFINED_WITHOUT_LEARNING else
+                 "; cross-hatched red: runs that did not learn or are marginal")
         if metric == "best_epoch":
             extra += "; 'B of N': best at epoch B of the N epochs run (N below the plan: early stopping)"
         yield name, (f"{label} per (learning rate, batch size) cell, mean over completed seeds{extra}; hatched "

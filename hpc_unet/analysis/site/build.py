@@ -179,8 +179,8 @@ def _curve_pages(history: pd.DataFrame | None, runs: pd.DataFrame, varying: list
                else None)
         body = [f"<h1>{esc(title)}: learning curves by {esc(factor.replace('_', ' '))}</h1>",
                 f"<p>Group by: {links}. Hover a curve for its run; click a legend entry to hide it, double-click "
-                "to show only it. Runs that did not learn are dotted. The learning rate per epoch (lowered by "
-                "ReduceLROnPlateau) is on the right axis: switch it on in the legend ('lr schedule').</p>"]
+                "to show only it. Runs that did not learn are dotted, marginal runs dash-dotted. The learning "
+                "rate per epoch (lowered by ReduceLROnPlateau) is on the right axis: switch it on in the legend ('lr schedule').</p>"]
         if fig and fig.get("sampled"):
             body.append(f"<p>{fig['sampled']}</p>")
         body.append(plot(fig, "curves", 640) if fig else "<p>No learning curves (no history collected).</p>")

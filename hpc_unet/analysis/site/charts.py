@@ -84,7 +84,8 @@ def level_text(factor: str, value: Any) -> str:
 def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, factor: str, primary: str,
                     labels: pd.Series) -> dict[str, Any] | None:
     """Validation metric (top, lr on the right axis) and validation loss (bottom) per epoch of every
-    completed run, one colour per level of ``factor``; runs that did not learn are dotted."""
+    completed run, one colour per level of ``factor``; runs that did not learn are dotted, marginal
+    runs dash-dotted."""
     curve, curve_label = CURVE_OF.get(primary, ("val_jacard_coef", "val soft Jaccard"))
     done = runs[runs["status"] == "completed"].assign(_learning=labels[runs["status"] == "completed"])
     key = factor if factor != "learning" else "_learning"
@@ -101,12 +102,15 @@ def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, factor: str, prim
         colour = PALETTE[k % len(PALETTE)]
         name = str(level) if factor in ("learning", "architecture") else level_text(factor, level)
         sub = hist[hist[key] == level]
-        for flat in (False, True):
-            part = sub[sub["_learning"].isin(NOT_LEARNED) == flat]
+        for kind in ("learned", "marginal", "did not learn"):
+            flat = kind != "learned"
+            is_marginal = sub["_learning"] == "marginal"
+            part = sub[~sub["_learning"].isin(NOT_LEARNED) if not flat else
+                       (is_marginal if kind == "marginal" else sub["_learning"].isin(NOT_LEARNED) & ~is_marginal)]
             if part.empty:
                 continue
-            dash = "dot" if flat else "solid"
-            suffix = " (did not learn)" if flat and factor != "learning" else ""
+            dash = {"learned": "solid", "marginal": "dashdot", "did not learn": "dot"}[kind]
+            suffix = f" ({kind})" if flat and factor != "learning" else ""
             for row, (column, axis) in enumerate(((curve, "y"), ("val_loss", "y2"))):
                 if column not in part.columns:
                     continue

@@ -136,6 +136,13 @@ def factorial_anova(frame: pd.DataFrame, response: str, factors: tuple[str, ...]
 
 
 # -------------------------------------------------------------------------------------------- intervals
+def no_spread(x: np.ndarray) -> bool:
+    """True when the values are equal up to rounding: ``x.std() > 0`` is not enough, since [0.7, 0.7, 0.7]
+    has a standard deviation of 1e-16, and a t-test on it returns p ~ 0 instead of no test."""
+    x = np.asarray(x, dtype=float)
+    return x.size == 0 or float(np.ptp(x)) <= 1e-12 * max(1.0, float(np.abs(x).max()))
+
+
 def t_interval(values: np.ndarray | pd.Series, level: float = LEVEL) -> tuple[float, float, float]:
     """(mean, low, high): Student t interval over independent values (NaN bounds when n < 2)."""
     from scipy import stats
@@ -254,7 +261,7 @@ def contrast(a: np.ndarray, b: np.ndarray, anova: Anova | None) -> tuple[float, 
     if anova is not None and anova.table is not None and anova.df_resid > 0 and anova.mse > 0:
         se = math.sqrt(anova.mse * (1 / a.size + 1 / b.size))
         return diff, float(2 * stats.t.sf(abs(diff) / se, anova.df_resid))
-    if a.size >= 2 and b.size >= 2 and (a.std() > 0 or b.std() > 0):
+    if a.size >= 2 and b.size >= 2 and not (no_spread(a) and no_spread(b)):
         return diff, float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return diff, math.nan
 
@@ -316,7 +323,7 @@ def pairwise_architectures(completed: pd.DataFrame, metric: str) -> pd.DataFrame
             rec["wilcoxon_p"] = rec["paired_t_p"] = 1.0
         else:
             rec["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
-            if d.std() > 0:
+            if not no_spread(d):
                 rec["paired_t_p"] = float(stats.ttest_rel(pair[a], pair[b]).pvalue)
         rows.append(rec)
     out = pd.DataFrame(rows, columns=["metric", "arch_a", "arch_b", "n_pairs", "mean_diff", "median_diff",
@@ -384,7 +391,7 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> Differ
     diff = float(a.mean() - b.mean())
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     se = math.sqrt(va + vb)
-    if se == 0:
+    if no_spread(a) and no_spread(b):
         return Difference(diff, diff, diff, f"t over seeds ({a.size} vs {b.size}), no spread")
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     half = float(stats.t.ppf(0.5 + level / 2, df) * se)

@@ -1,0 +1,253 @@
+"""The statistics functions' whole outputs on small hand-made tables: every column, every row, in order,
+against values computed here with scipy, statsmodels or written-out formulas (never the code under test).
+
+Written from mutmut's survivors of ``analysis/stats.py``: a test that only checked one cell of a table let
+a renamed column, a lost row order or a boundary moved by one pass.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from hpc_unet.analysis import stats
+
+
+def _anova(df_resid: float, mse: float) -> stats.Anova:
+    return stats.Anova(response="y", table=pd.DataFrame({"p": [0.5]}, index=["x"]), df_resid=df_resid, mse=mse)
+
+
+def _t(x: list[float]) -> tuple[float, float, float]:
+    x = np.asarray(x, dtype=float)
+    lo, hi = sps.t.interval(0.95, x.size - 1, loc=x.mean(), scale=sps.sem(x))
+    return float(x.mean()), float(lo), float(hi)
+
+
+# ---------------------------------------------------------------------------------------- t-intervals
+def test_t_interval_of_one_two_and_blank_values():
+    assert stats.t_interval([0.6])[0] == 0.6
+    assert all(math.isnan(v) for v in stats.t_interval([0.6])[1:])
+    assert stats.t_interval([0.6, 0.7]) == pytest.approx(_t([0.6, 0.7]), rel=1e-12)  # two values are enough
+    # an object column with a blank (as read from a CSV with an empty cell) is numbers and a gap
+    assert stats.t_interval(pd.Series([0.6, None, 0.7], dtype=object)) == pytest.approx(_t([0.6, 0.7]), rel=1e-12)
+    assert all(math.isnan(v) for v in stats.t_interval([]))
+
+
+# ---------------------------------------------------------------------------------------- group means
+FRAME = pd.DataFrame({  # rows deliberately out of order; one run with no value
+    "architecture": ["UNet"] * 6,
+    "learning_rate": [5e-3, 1e-3, 5e-3, 1e-3, 1e-3, 5e-3],
+    "batch_size": [16, 8, 8, 8, 16, 8],
+    "y": [0.40, 0.61, 0.30, 0.65, 0.52, np.nan],
+})
+
+
+def test_group_means_with_the_anova_error_term_and_without():
+    anova = _anova(1.0, 0.02)  # one residual degree of freedom is enough
+    got = stats.group_means(FRAME, "y", ["learning_rate", "batch_size"], anova)
+    half1 = sps.t.ppf(0.975, 1) * math.sqrt(0.02 / 1)
+    half2 = sps.t.ppf(0.975, 1) * math.sqrt(0.02 / 2)
+    m = (0.61 + 0.65) / 2
+    expected = pd.DataFrame({
+        "learning_rate": [1e-3, 1e-3, 5e-3, 5e-3], "batch_size": [8, 16, 8, 16], "n": [2, 1, 1, 1],
+        "mean": [m, 0.52, 0.30, 0.40],
+        "ci_low": [m - half2, 0.52 - half1, 0.30 - half1, 0.40 - half1],
+        "ci_high": [m + half2, 0.52 + half1, 0.30 + half1, 0.40 + half1],
+        "ci_method": ["ANOVA MSE t (df=1)"] * 4})
+    pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
+
+    mean2, lo2, hi2 = _t([0.61, 0.65])
+    expected_t = pd.DataFrame({
+        "learning_rate": [1e-3, 1e-3, 5e-3, 5e-3], "batch_size": [8, 16, 8, 16], "n": [2, 1, 1, 1],
+        "mean": [mean2, 0.52, 0.30, 0.40], "ci_low": [lo2, np.nan, np.nan, np.nan],
+        "ci_high": [hi2, np.nan, np.nan, np.nan],
+        "ci_method": ["t over 2 runs", "none (one run)", "none (one run)", "none (one run)"]})
+    for no_error_term in (None, _anova(0.0, 0.02)):  # no ANOVA, or one without residual degrees of freedom
+        got = stats.group_means(FRAME, "y", ["learning_rate", "batch_size"], no_error_term)
+        pd.testing.assert_frame_equal(got, expected_t, rtol=1e-12)
+
+
+def test_marginal_means_are_one_long_table_in_factor_order():
+    frame = FRAME.dropna().assign(architecture=["UNet", "Attention_UNet", "UNet", "Attention_UNet", "UNet"])
+    got = stats.marginal_means(frame, "y", None)
+    rows = []
+    for factor in ("architecture", "learning_rate", "batch_size"):
+        for level, grp in frame.groupby(factor, sort=True):
+            mean, lo, hi = _t(grp["y"].tolist())
+            rows.append({"metric": "y", "factor": factor, "level": str(level), "n": len(grp), "mean": mean,
+                         "ci_low": lo, "ci_high": hi, "ci_method": f"t over {len(grp)} runs"})
+    pd.testing.assert_frame_equal(got, pd.DataFrame(rows), rtol=1e-12)
+    assert got["level"].tolist()[:2] == ["Attention_UNet", "UNet"] and got.loc[2, "level"] == "0.001"
+
+
+# ---------------------------------------------------------------------------------------- contrasts
+A, B = np.array([0.71, 0.74, 0.69, 0.73]), np.array([0.60, 0.66, 0.62])
+
+
+def test_contrast_uses_the_error_term_only_when_it_has_degrees_of_freedom_and_variance():
+    welch = sps.ttest_ind(A, B, equal_var=False).pvalue
+    t = (A.mean() - B.mean()) / math.sqrt(0.001 * (1 / 4 + 1 / 3))
+    assert stats.contrast(A, B, _anova(1.0, 0.001))[1] == pytest.approx(2 * sps.t.sf(t, 1), rel=1e-12)
+    assert stats.contrast(A, B, _anova(0.0, 0.001))[1] == pytest.approx(welch, rel=1e-12)  # no df: Welch
+    assert stats.contrast(A, B, _anova(6.0, 0.0))[1] == pytest.approx(welch, rel=1e-12)    # no MSE: Welch
+
+
+@pytest.mark.parametrize(("a", "b", "welch"), [
+    ([0.70, 0.75], [0.60, 0.60], True),   # two values a side, one side without spread
+    ([0.60, 0.60], [0.70, 0.75], True),
+    ([0.70, 0.75], [0.60, 0.66], True),
+    ([0.70, 0.70], [0.60, 0.60], False),  # no spread on either side: no test
+    ([0.7, 0.7, 0.7], [0.6, 0.6, 0.6], False),  # ... also when the float mean makes a std of 1e-16
+    ([0.70], [0.60, 0.66, 0.61], False),  # one value: no test
+    ([0.60, 0.66, 0.61], [0.70], False),
+])
+def test_contrast_without_an_error_term_needs_two_values_a_side_and_some_spread(a, b, welch):
+    a, b = np.array(a), np.array(b)
+    diff, p = stats.contrast(a, b, None)
+    assert diff == pytest.approx(a.mean() - b.mean(), rel=1e-12)
+    if welch:
+        assert p == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+    else:
+        assert math.isnan(p)
+
+
+def test_no_spread_is_equality_up_to_rounding_on_both_sides_of_it():
+    assert stats.no_spread(np.array([0.7, 0.7, 0.7])) and np.array([0.7, 0.7, 0.7]).std() > 0
+    assert stats.no_spread(np.array([0.5, 0.5 * (1 + 5e-13)]))
+    assert not stats.no_spread(np.array([0.5, 0.5 * (1 + 5e-12)]))
+    assert stats.no_spread(np.array([200.0, 200.0 + 1e-10])) and not stats.no_spread(np.array([200.0, 200.0 + 1e-9]))
+    assert stats.no_spread(np.array([])) and stats.no_spread(np.array([3.0]))
+
+
+def test_welch_interval_without_spread_is_the_difference_itself():
+    got = stats.welch_interval(np.array([0.7, 0.7, 0.7]), np.array([0.5, 0.5]))
+    assert got == stats.Difference(pytest.approx(0.2), pytest.approx(0.2), pytest.approx(0.2),
+                                   "t over seeds (3 vs 2), no spread")
+    d = stats.welch_interval(A, B)
+    ci = sps.ttest_ind(A, B, equal_var=False).confidence_interval(0.95)
+    assert (d.diff, d.low, d.high) == pytest.approx((A.mean() - B.mean(), ci.low, ci.high), rel=1e-12)
+    assert d.method == "Welch t over seeds (4 vs 3 runs)"
+    assert stats.Difference(0.1).text() == "+0.100 (none)"
+    assert stats.Difference(0.1, 0.05, 0.15, "x").text("{:.2f}") == "0.10 [0.05, 0.15] (x)"
+
+
+# ---------------------------------------------------------------------------------------- correlations
+def test_correlations_over_all_runs_then_each_architecture_in_order():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"architecture": ["UNet"] * 5 + ["Attention_UNet"] * 5 + ["UNet", "Attention_UNet"],
+                          "x": rng.random(12), "y": rng.random(12)})
+    got = stats.correlations(frame, "x", "y")
+    rows = []
+    for scope, sub in (("all runs", frame), ("Attention_UNet", frame[frame["architecture"] == "Attention_UNet"]),
+                       ("UNet", frame[frame["architecture"] == "UNet"])):
+        pr, sr = sps.pearsonr(sub["x"], sub["y"]), sps.spearmanr(sub["x"], sub["y"])
+        rows.append({"scope": scope, "n": len(sub), "pearson_r": pr.statistic, "pearson_p": pr.pvalue,
+                     "spearman_rho": sr.statistic, "spearman_p": sr.pvalue, "note": ""})
+    pd.testing.assert_frame_equal(got, pd.DataFrame(rows), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- pairwise
+def _holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjustment written out: sort, multiply by (m - rank), running maximum, cap at 1."""
+    order = np.argsort(p)
+    out, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (len(p) - rank) * p[i])
+        out[i] = min(1.0, running)
+    return out
+
+
+def test_pairwise_architectures_whole_table():
+    # three architectures on the same (lr, batch, seed) cells; C is on fewer cells; rows out of order
+    cells = [(1e-3, 8), (1e-3, 16), (5e-3, 8), (5e-3, 16), (1e-2, 8)]
+    a = [0.70, 0.72, 0.65, 0.69, 0.60]
+    b = [0.61, 0.70, 0.58, 0.60, 0.57]
+    rows = [{"architecture": arch, "learning_rate": lr, "batch_size": bs, "seed": 0, "y": v}
+            for arch, vals in (("B_net", b), ("A_net", a)) for (lr, bs), v in zip(cells, vals, strict=True)]
+    rows.append({"architecture": "C_net", "learning_rate": 1e-3, "batch_size": 8, "seed": 0, "y": 0.5})
+    # a duplicate of A's first cell: the pivot averages it (0.70 and 0.74 -> 0.72)
+    rows.append({"architecture": "A_net", "learning_rate": 1e-3, "batch_size": 8, "seed": 0, "y": 0.74})
+    a[0] = 0.72
+    got = stats.pairwise_architectures(pd.DataFrame(rows[::-1]), "y")
+
+    d = np.array(a) - np.array(b)
+    # the pairs in pivot order: rows sorted by (lr, batch)
+    order = np.lexsort((np.array([c[1] for c in cells]), np.array([c[0] for c in cells])))
+    d_sorted = d[order]
+    p_w, p_t = sps.wilcoxon(d_sorted).pvalue, sps.ttest_rel(np.array(a)[order], np.array(b)[order]).pvalue
+    expected = pd.DataFrame([
+        {"metric": "y", "arch_a": "A_net", "arch_b": "B_net", "n_pairs": 5, "mean_diff": d.mean(),
+         "median_diff": float(np.median(d)), "wilcoxon_p": p_w, "paired_t_p": p_t, "holm_p": _holm([p_w])[0],
+         "note": ""},
+        {"metric": "y", "arch_a": "A_net", "arch_b": "C_net", "n_pairs": 1, "mean_diff": 0.72 - 0.5,
+         "median_diff": 0.72 - 0.5, "wilcoxon_p": np.nan, "paired_t_p": np.nan, "holm_p": np.nan,
+         "note": "1 shared cell(s); at least 2 needed"},
+        {"metric": "y", "arch_a": "B_net", "arch_b": "C_net", "n_pairs": 1, "mean_diff": 0.61 - 0.5,
+         "median_diff": 0.61 - 0.5, "wilcoxon_p": np.nan, "paired_t_p": np.nan, "holm_p": np.nan,
+         "note": "1 shared cell(s); at least 2 needed"},
+    ])
+    pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
+
+
+def test_pairwise_architectures_holm_over_pairs_ties_and_constant_differences():
+    rows = []
+    base = [0.50, 0.55, 0.60, 0.52, 0.58, 0.62, 0.57, 0.51]
+    shifts = {"A": 0.0, "B": 0.0, "C": [0.03, 0.05, 0.01, 0.04, 0.02, 0.06, 0.035, 0.045]}
+    for arch, shift in shifts.items():
+        for k, v in enumerate(base):
+            rows.append({"architecture": arch, "learning_rate": 1e-3 * (k + 1), "batch_size": 8, "seed": 0,
+                         "y": v + (shift[k] if isinstance(shift, list) else shift)})
+    # D is A plus a constant: every difference equal up to rounding, no spread for the paired t-test
+    rows += [{**r, "architecture": "D", "y": r["y"] + 0.07} for r in rows if r["architecture"] == "A"]
+    diffs = np.array([r["y"] for r in rows if r["architecture"] == "D"]) - np.array(base)
+    assert diffs.std() > 0  # rounding: (v + 0.07) - v is not 0.07 for every v
+    got = stats.pairwise_architectures(pd.DataFrame(rows), "y").set_index(["arch_a", "arch_b"])
+    assert list(got.index) == [("A", "B"), ("A", "C"), ("A", "D"), ("B", "C"), ("B", "D"), ("C", "D")]
+    ab = got.loc[("A", "B")]
+    assert ab["note"] == "all differences are zero" and ab["wilcoxon_p"] == 1.0 and ab["paired_t_p"] == 1.0
+    ad = got.loc[("A", "D")]
+    assert math.isnan(ad["paired_t_p"]) and ad["n_pairs"] == 8 and ad["median_diff"] == pytest.approx(-0.07)
+    raw = got["wilcoxon_p"].tolist()
+    assert got["holm_p"].tolist() == pytest.approx(_holm(raw), rel=1e-12)
+    c = np.array(shifts["C"])
+    assert got.loc[("A", "C"), "wilcoxon_p"] == pytest.approx(sps.wilcoxon(-c).pvalue, rel=1e-12)
+    assert got.loc[("A", "C"), "paired_t_p"] == pytest.approx(sps.ttest_1samp(-c, 0).pvalue, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- ICC(1)
+def test_icc_oneway_with_unequal_replicates_by_hand():
+    groups = {1e-3: [0.60, 0.64], 5e-3: [0.70, 0.73, 0.71], 1e-2: [0.50, 0.55, 0.52, 0.49]}
+    frame = pd.DataFrame([{"architecture": "UNet", "learning_rate": lr, "batch_size": 8, "y": v}
+                          for lr, vals in groups.items() for v in vals]
+                         + [{"architecture": "UNet", "learning_rate": 2e-2, "batch_size": 8, "y": 0.9}])  # 1 run
+    got = stats.icc_oneway(frame, "y")
+    f = sps.f_oneway(*groups.values())
+    sizes = [len(v) for v in groups.values()]
+    n_total, k = sum(sizes), len(sizes)
+    n0 = (n_total - sum(s * s for s in sizes) / n_total) / (k - 1)  # 52 / 18 for sizes 2, 3, 4
+    assert n0 == pytest.approx(52 / 18)
+    msw = sum((len(v) - 1) * np.var(v, ddof=1) for v in groups.values()) / (n_total - k)
+    icc = (f.statistic - 1) / (f.statistic + n0 - 1)  # ICC(1) from the F ratio MSB / MSW
+    assert got == {"cells": 3, "runs": 9, "icc": pytest.approx(icc, rel=1e-10),
+                   "within_sd": pytest.approx(math.sqrt(msw), rel=1e-12), "note": ""}
+
+
+def test_icc_oneway_degrades_with_its_reason():
+    one = pd.DataFrame({"architecture": "UNet", "learning_rate": [1e-3, 1e-3, 5e-3], "batch_size": 8,
+                        "y": [0.6, 0.62, 0.7]})
+    assert stats.icc_oneway(one, "y") == {
+        "cells": 1, "runs": 2, "icc": pytest.approx(math.nan, nan_ok=True),
+        "within_sd": pytest.approx(math.nan, nan_ok=True),
+        "note": "1 cell(s) with >= 2 completed seeds; repeated runs (replicates >= 2) are needed to judge "
+                "consistency"}
+    same = pd.DataFrame({"architecture": "UNet", "learning_rate": [1e-3, 1e-3, 5e-3, 5e-3], "batch_size": 8,
+                         "y": 0.6})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 on the way to "undefined"
+        got = stats.icc_oneway(same, "y")
+    assert math.isnan(got["icc"]) and got["within_sd"] == 0.0

@@ -251,3 +251,67 @@ def test_icc_oneway_degrades_with_its_reason():
         warnings.simplefilter("error")  # no 0/0 on the way to "undefined"
         got = stats.icc_oneway(same, "y")
     assert math.isnan(got["icc"]) and got["within_sd"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------- correlation
+NAN = pytest.approx(math.nan, nan_ok=True)
+
+
+@pytest.mark.parametrize(("x", "y", "note"), [
+    ([0.1, 0.2], [0.5, 0.7], "only 2 runs; a correlation needs at least 3"),
+    ([0.1, 0.1, 0.1, 0.1], [0.5, 0.7, 0.6, 0.8], "one of the variables is constant"),
+    ([0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5], "one of the variables is constant"),
+])
+def test_correlation_degrades_with_its_reason(x, y, note):
+    got = stats.correlation(pd.DataFrame({"x": x, "y": y}), "x", "y")
+    assert got == {"n": len(x), "pearson_r": NAN, "pearson_p": NAN, "spearman_rho": NAN, "spearman_p": NAN,
+                   "note": note}
+
+
+@pytest.mark.parametrize(("x", "y"), [
+    ([0.1, 0.3, 0.2], [0.5, 0.9, 0.6]),               # three runs are enough
+    ([0.1, 0.2, 0.1, 0.2], [0.5, 0.6, 0.8, 0.7]),      # two distinct values a side are enough
+    ([0.1, 0.2, 0.3, 0.25], [0.5, 0.6, 0.6, 0.5]),
+])
+def test_correlation_at_its_smallest_defined_case(x, y):
+    got = stats.correlation(pd.DataFrame({"x": x, "y": y}), "x", "y")
+    pr, sr = sps.pearsonr(x, y), sps.spearmanr(x, y)
+    assert got == {"n": len(x), "pearson_r": pytest.approx(pr.statistic, rel=1e-12),
+                   "pearson_p": pytest.approx(pr.pvalue, rel=1e-12),
+                   "spearman_rho": pytest.approx(sr.statistic, rel=1e-12),
+                   "spearman_p": pytest.approx(sr.pvalue, rel=1e-12), "note": ""}
+
+
+def test_correlation_reads_numbers_stored_as_text():
+    got = stats.correlation(pd.DataFrame({"x": ["0.1", "0.3", "0.2", ""], "y": ["0.5", "0.9", "0.6", "0.7"]})
+                            .replace("", np.nan), "x", "y")
+    assert got["n"] == 3 and got["pearson_r"] == pytest.approx(sps.pearsonr([0.1, 0.3, 0.2], [0.5, 0.9, 0.6])[0])
+
+
+# ---------------------------------------------------------------------------------------- per-hour difference
+def test_difference_of_single_runs_per_hour_bootstraps_the_patches_divided_by_hours():
+    rng = np.random.default_rng(4)
+    union_a, union_b = rng.uniform(200, 400, 30), rng.uniform(200, 400, 30)
+    inter_a, inter_b = union_a * rng.uniform(0.6, 0.8, 30), union_b * rng.uniform(0.5, 0.7, 30)
+    a = pd.DataFrame({"jaccard_per_gpu_hour": [0.9], "val_patch_intersection": [inter_a.tolist()],
+                      "val_patch_union": [union_a.tolist()], "total_train_seconds": [1800.0]})
+    b = pd.DataFrame({"jaccard_per_gpu_hour": [0.3], "val_patch_intersection": [inter_b.tolist()],
+                      "val_patch_union": [union_b.tolist()], "total_train_seconds": [7200.0]})
+    got = stats.difference(a, b, "jaccard_per_gpu_hour", n_boot=400)
+    ja = (inter_a.sum() + 1) / (union_a.sum() + 1) / 0.5   # 1800 s = 0.5 h
+    jb = (inter_b.sum() + 1) / (union_b.sum() + 1) / 2.0   # 7200 s = 2 h
+    assert got.diff == pytest.approx(ja - jb, rel=1e-12)
+    # the paired percentile bootstrap written out, with the seed the code documents (0)
+    idx = np.random.default_rng(0).integers(0, 30, size=(400, 30))
+    boots = ((inter_a[idx].sum(1) + 1) / (union_a[idx].sum(1) + 1) / 0.5
+             - (inter_b[idx].sum(1) + 1) / (union_b[idx].sum(1) + 1) / 2.0)
+    assert (got.low, got.high) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), rel=1e-12)
+    assert got.method == "paired bootstrap over 30 val patches"
+    # the Jaccard itself is not divided by hours
+    plain = stats.difference(a.assign(best_val_jaccard=0.7), b.assign(best_val_jaccard=0.6), "best_val_jaccard",
+                             n_boot=400)
+    assert plain.diff == pytest.approx(ja * 0.5 - jb * 2.0, rel=1e-12)
+    # without a training time there is no per-hour interval, only the difference of the values
+    for missing in (a.drop(columns="total_train_seconds"), a.assign(total_train_seconds=0.0)):
+        got = stats.difference(missing, b, "jaccard_per_gpu_hour", n_boot=400)
+        assert got == stats.Difference(pytest.approx(0.6), method="no interval: 1 vs 1 run(s); replicate seeds for one")

@@ -315,3 +315,124 @@ def test_difference_of_single_runs_per_hour_bootstraps_the_patches_divided_by_ho
     for missing in (a.drop(columns="total_train_seconds"), a.assign(total_train_seconds=0.0)):
         got = stats.difference(missing, b, "jaccard_per_gpu_hour", n_boot=400)
         assert got == stats.Difference(pytest.approx(0.6), method="no interval: 1 vs 1 run(s); replicate seeds for one")
+
+
+# ---------------------------------------------------------------------------------------- bootstraps
+def test_bootstrap_jaccard_is_the_percentile_bootstrap_written_out():
+    rng = np.random.default_rng(9)
+    union = rng.uniform(100, 300, 2)   # two patches are enough
+    inter = union * np.array([0.5, 0.8])
+    point, lo, hi = stats.bootstrap_jaccard(inter.tolist(), union.tolist())  # defaults: 2000 resamples, seed 0
+    idx = np.random.default_rng(0).integers(0, 2, size=(2000, 2))
+    boots = (inter[idx].sum(1) + 1) / (union[idx].sum(1) + 1)
+    assert point == pytest.approx((inter.sum() + 1) / (union.sum() + 1), rel=1e-12)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), rel=1e-12)
+    _, lo90, hi90 = stats.bootstrap_jaccard(inter, union, level=0.90)
+    assert (lo90, hi90) == pytest.approx(tuple(np.quantile(boots, [0.05, 0.95])), rel=1e-12)
+
+
+def test_paired_bootstrap_of_two_runs_a_side_averages_the_runs_on_shared_resamples():
+    rng = np.random.default_rng(11)
+    sets = [(u * f, u, h) for u, f, h in ((rng.uniform(100, 300, 20), 0.7, 1.0), (rng.uniform(100, 300, 20), 0.6, 2.0),
+                                          (rng.uniform(100, 300, 20), 0.5, 1.0), (rng.uniform(100, 300, 20), 0.55, 0.5))]
+    sets = [(i * rng.uniform(0.9, 1.1, 20), u, h) for i, u, h in sets]
+    a, b = sets[:2], sets[2:]
+    got = stats.patch_bootstrap_difference(a, b)  # defaults: 2000 resamples, seed 0
+
+    def mean_score(runs, idx):  # the mean over runs of each run's pooled Jaccard over the resampled patches
+        return np.mean([(i[idx].sum(-1) + 1) / (u[idx].sum(-1) + 1) / h for i, u, h in runs], axis=0)
+
+    every = np.arange(20)
+    assert got.diff == pytest.approx(float(mean_score(a, every) - mean_score(b, every)), rel=1e-12)
+    idx = np.random.default_rng(0).integers(0, 20, size=(2000, 20))  # one set of indices for all four runs
+    boots = mean_score(a, idx) - mean_score(b, idx)
+    assert (got.low, got.high) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), rel=1e-12)
+    assert got.method == "paired bootstrap over 20 val patches"
+
+
+def test_cell_intervals_whole_table():
+    rng = np.random.default_rng(12)
+    union = rng.uniform(100, 300, 6)
+    inter = union * rng.uniform(0.4, 0.8, 6)
+    frame = pd.DataFrame([
+        {"architecture": "UNet", "learning_rate": 5e-3, "batch_size": 8, "best_val_jaccard": 0.61,
+         "val_loss_std": 0.02, "val_patch_intersection": inter.tolist(), "val_patch_union": union.tolist()},
+        {"architecture": "UNet", "learning_rate": 1e-3, "batch_size": 8, "best_val_jaccard": 0.70,
+         "val_loss_std": 0.03, "val_patch_intersection": None, "val_patch_union": None},
+        {"architecture": "UNet", "learning_rate": 1e-3, "batch_size": 8, "best_val_jaccard": 0.74,
+         "val_loss_std": np.nan, "val_patch_intersection": None, "val_patch_union": None},
+        {"architecture": "UNet", "learning_rate": 1e-3, "batch_size": 16, "best_val_jaccard": 0.66,
+         "val_loss_std": 0.01, "val_patch_intersection": None, "val_patch_union": None},
+    ])
+    got = stats.cell_intervals(frame, "best_val_jaccard", n_boot=300)
+    m, lo, hi = _t([0.70, 0.74])
+    idx = np.random.default_rng(0).integers(0, 6, size=(300, 6))
+    blo, bhi = np.quantile((inter[idx].sum(1) + 1) / (union[idx].sum(1) + 1), [0.025, 0.975])
+    expected = pd.DataFrame({
+        "architecture": ["UNet"] * 3, "learning_rate": [1e-3, 1e-3, 5e-3], "batch_size": [8, 16, 8], "n": [2, 1, 1],
+        "mean": [m, 0.66, 0.61], "std": [float(np.std([0.70, 0.74], ddof=1)), np.nan, np.nan],
+        "ci_low": [lo, np.nan, blo], "ci_high": [hi, np.nan, bhi],
+        "ci_method": ["t over 2 seeds", "none (one run)", "bootstrap over 6 val patches"]})
+    pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
+    # another metric: no bootstrap from one run, and a cell whose only value is missing has none at all
+    other = stats.cell_intervals(frame, "val_loss_std")
+    assert other["n"].tolist() == [1, 1, 1] and other["ci_method"].tolist() == ["none (one run)"] * 3
+    assert other["mean"].tolist() == [0.03, 0.01, 0.02] and other["std"].isna().all()
+    empty = stats.cell_intervals(frame.assign(val_loss_std=np.nan), "val_loss_std")
+    assert empty["n"].tolist() == [0, 0, 0] and empty["ci_method"].tolist() == ["none"] * 3
+    assert empty["mean"].isna().all()
+
+
+# ---------------------------------------------------------------------------------------- ANOVA
+def test_anova_of_a_two_by_two_grid_with_one_run_per_cell_by_hand():
+    """2 x 2, one run per cell: the interaction is the error term with 1 degree of freedom."""
+    y = np.array([[0.50, 0.62], [0.58, 0.75]])  # rows: architecture, columns: learning rate
+    frame = pd.DataFrame([{"architecture": a, "learning_rate": lr, "batch_size": 8, "y": y[i, j]}
+                          for i, a in enumerate(("A", "B")) for j, lr in enumerate((1e-3, 5e-3))])
+    got = stats.factorial_anova(frame, "y")
+    m, rows, cols = y.mean(), y.mean(1), y.mean(0)
+    ss_a, ss_lr = 2 * ((rows - m) ** 2).sum(), 2 * ((cols - m) ** 2).sum()
+    ss_e = ((y - rows[:, None] - cols[None, :] + m) ** 2).sum()
+    f_a, f_lr = ss_a / ss_e, ss_lr / ss_e
+    expected = pd.DataFrame({
+        "sum_sq": [ss_a, ss_lr, ss_e], "df": [1.0, 1.0, 1.0], "mean_sq": [ss_a, ss_lr, ss_e],
+        "F": [f_a, f_lr, np.nan], "p": [sps.f.sf(f_a, 1, 1), sps.f.sf(f_lr, 1, 1), np.nan],
+        "partial_eta_sq": [ss_a / (ss_a + ss_e), ss_lr / (ss_lr + ss_e), np.nan]},
+        index=pd.Index(["architecture", "learning rate", "residual"], name="term"))
+    pd.testing.assert_frame_equal(got.table, expected, rtol=1e-9)
+    assert (got.response, got.n, got.df_resid, got.skipped) == ("y", 4, 1.0, "")
+    assert got.mse == pytest.approx(ss_e, rel=1e-9)
+    assert got.formula == "y ~ C(architecture) + C(learning_rate)"
+    assert got.notes == ["batch size has fewer than 2 levels with data; left out",
+                         "one run per cell: the highest-order interaction serves as the error term"]
+
+
+def test_anova_of_one_factor_with_replicates_and_without():
+    reps = pd.DataFrame({"architecture": "A", "learning_rate": [1e-3, 1e-3, 5e-3, 5e-3, 1e-2, 1e-2],
+                         "batch_size": 8, "y": [0.5, 0.52, 0.6, 0.63, 0.4, 0.45]})
+    got = stats.factorial_anova(reps, "y")
+    groups = [reps.loc[reps["learning_rate"] == lr, "y"] for lr in (1e-3, 5e-3, 1e-2)]
+    assert got.p("learning_rate") == pytest.approx(sps.f_oneway(*groups).pvalue, rel=1e-9)
+    assert got.notes == ["architecture has fewer than 2 levels with data; left out",
+                         "batch size has fewer than 2 levels with data; left out"]
+    assert got.formula == "y ~ C(learning_rate)" and got.df_resid == 3.0
+    single = reps.drop_duplicates("learning_rate")  # one run per level: no error term at all
+    got = stats.factorial_anova(single, "y")
+    assert got.table is None and got.n == 3
+    assert got.skipped == ("residual degrees of freedom = 0 (3 runs, 3 model parameters): add replicates or "
+                           "more grid cells")
+    assert got.notes == ["architecture has fewer than 2 levels with data; left out",
+                         "batch size has fewer than 2 levels with data; left out"]  # no 'error term' note
+
+
+def test_anova_skips_confounded_factors_and_nothing_to_test():
+    confounded = pd.DataFrame({"architecture": ["A", "A", "B", "B"], "learning_rate": [1e-3, 1e-3, 5e-3, 5e-3],
+                               "batch_size": 8, "y": [0.5, 0.55, 0.6, 0.62]})
+    got = stats.factorial_anova(confounded, "y")
+    assert got.skipped == "the main-effects design is not estimable" and got.table is None
+    flat = confounded.assign(architecture="A", learning_rate=1e-3)
+    got = stats.factorial_anova(flat, "y")
+    assert got.skipped == "no factor has 2 or more levels with completed runs" and got.n == 4
+    # a factor outside the study's three is named as given
+    got = stats.factorial_anova(confounded.assign(loss="focal"), "y", factors=("architecture", "loss"))
+    assert got.notes[0] == "loss has fewer than 2 levels with data; left out"

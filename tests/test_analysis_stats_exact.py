@@ -436,3 +436,27 @@ def test_anova_skips_confounded_factors_and_nothing_to_test():
     # a factor outside the study's three is named as given
     got = stats.factorial_anova(confounded.assign(loss="focal"), "y", factors=("architecture", "loss"))
     assert got.notes[0] == "loss has fewer than 2 levels with data; left out"
+
+
+def test_term_labels_follow_the_study_order_and_keep_unknown_factor_names():
+    assert stats.term_label(("batch_size", "architecture")) == "architecture x batch size"
+    assert stats.term_label(["loss", "learning_rate"]) == "learning rate x loss"
+    assert stats.term_label(("loss", "dropout")) == "loss x dropout"  # unknown factors keep their order
+
+
+def test_difference_needs_two_runs_on_both_sides_for_welch_and_patches_on_both_for_a_bootstrap():
+    rng = np.random.default_rng(13)
+    union = rng.uniform(100, 300, 10)
+    with_patches = {"val_patch_intersection": [(union * 0.6).tolist()], "val_patch_union": [union.tolist()]}
+    two = pd.DataFrame({"val_loss_std": [0.03, 0.05], "best_val_jaccard": [0.6, 0.62]})
+    one = pd.DataFrame({"val_loss_std": [0.02], "best_val_jaccard": [0.58], **with_patches})
+    assert stats.difference(two, one, "val_loss_std") == stats.Difference(
+        pytest.approx(0.02), method="no interval: 2 vs 1 run(s); replicate seeds for one")
+    # one side has patch lists, the other not: no bootstrap
+    got = stats.difference(two.head(1), one, "best_val_jaccard")
+    assert got == stats.Difference(pytest.approx(0.02), method="no interval: 1 vs 1 run(s); replicate seeds for one")
+    got = stats.difference(one, two.head(1), "best_val_jaccard")
+    assert got.method.startswith("no interval") and got.diff == pytest.approx(-0.02)
+    # a column of numbers stored as text still compares
+    text = pd.DataFrame({"val_loss_std": ["0.03", "0.05"]})
+    assert stats.difference(text, two, "val_loss_std").diff == pytest.approx(0.0)

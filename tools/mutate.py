@@ -42,9 +42,12 @@ MODULES: dict[str, list[str]] = {
                           "test_learned_needs_both_metrics_beyond_the_margin",
                           "test_one_known_metric_decides_alone_and_none_is_unknown",
                           "test_old_shards_are_judged_by_todays_rule"))],
-    "analysis.stats": ["tests/test_analysis_stats.py", "tests/test_analysis_stats_exact.py", "tests/test_analysis_verdicts.py", "tests/test_analysis_rules.py"],
-    # analysis/verdicts/ is a package: one entry per module
-    **{f"analysis.verdicts.{m}": ["tests/test_analysis_verdicts.py", "tests/test_analysis_rules.py"]
+    "analysis.stats": ["tests/test_analysis_stats.py", "tests/test_analysis_stats_exact.py",
+                       "tests/test_analysis_verdicts.py", "tests/test_analysis_rules.py"],
+    # analysis/verdicts/ is a package: one entry per module, each with every verdict test file
+    **{f"analysis.verdicts.{m}": ["tests/test_analysis_verdicts.py", "tests/test_analysis_rules.py",
+                                  "tests/test_verdicts_hypotheses.py", "tests/test_verdicts_criteria.py",
+                                  "tests/test_verdicts_recommend.py"]
        for m in ("hypotheses", "criteria", "recommend", "common")},
 }
 

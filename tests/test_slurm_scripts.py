@@ -271,10 +271,11 @@ def test_step_wrapper_passes_the_exit_status_and_survives_sigterm(tmp_path: Path
                            "import sys; sys.exit(3)"], timeout=60)
     assert code.returncode == 3
     # SIGTERM to the whole step (a requeue or cancel): the wrapper waits for Python, which decides
-    prog = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); time.sleep(1.5); print('done')"
+    prog = ("import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); print('ready', flush=True); "
+            "time.sleep(1.5); print('done')")
     proc = subprocess.Popen(["/bin/bash", "-c", jobscript.STEP_PROGRAM, "hpc-unet-step", sys.executable, "-c", prog],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(0.7)
+    assert proc.stdout.readline().strip() == "ready"  # Python's handler is in place (no fixed sleep on a busy machine)
     os.killpg(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.strip() == "done"

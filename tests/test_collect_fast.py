@@ -186,16 +186,22 @@ def test_a_current_copy_is_read_instead_of_its_parquet_file(study, capsys):
     assert list(results["best_val_jaccard"]) == [0.625]
 
 
-@pytest.mark.parametrize("drop", ["_file", "_stamp"])
-def test_a_summary_cache_of_an_older_format_is_read_again(study, capsys, drop):
+@pytest.mark.parametrize(("cache", "drop", "summaries_read"), [
+    (".summary-cache.parquet", "_file", 2), (".summary-cache.parquet", "_stamp", 2),  # every summary again
+    (".history-cache.parquet", "attempt_id", 1), (".history-cache.parquet", "_stamp", 1)])  # only the new one
+def test_a_cache_of_an_older_format_is_read_again(study, capsys, cache, drop, summaries_read):
+    """A cache without a column today's code keys on is ignored and rebuilt from the shards."""
     e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
     fake_shard(study, e0, 1)
     collect_json(study, capsys)
-    cache = study.results_dir / ".summary-cache.parquet"
-    table = pq.read_table(cache)
-    pq.write_table(table.drop_columns([drop]), cache)
+    path = study.results_dir / cache
+    pq.write_table(pq.read_table(path).drop_columns([drop]), path)
     fake_shard(study, e1, 1)
-    assert collect_json(study, capsys)["shards_read"] == 2  # every shard, not only the new one
+    report = collect_json(study, capsys)
+    assert report["shards_read"] == summaries_read and report["completed"] == 2 and report["unreadable"] == []
+    _, history = read_collected(study)
+    assert list(history["exp_id"]) == [e0] * 3 + [e1] * 3
+    assert drop in pq.read_schema(path).names  # rebuilt in today's format
 
 
 def test_cached_histories_are_not_read_again_while_their_file_is_unchanged(study, capsys):
@@ -215,21 +221,6 @@ def test_cached_histories_are_not_read_again_while_their_file_is_unchanged(study
     assert report["unreadable"] == [] and report["completed"] == 2
     _, history = read_collected(study)
     assert sorted(set(history["exp_id"])) == sorted([e0, e1]) and len(history) == 6
-
-
-@pytest.mark.parametrize("drop", ["attempt_id", "_stamp"])
-def test_a_history_cache_of_an_older_format_is_read_again(study, capsys, drop):
-    e0, e1 = "unet-lr1e-03-bs8-s0", "unet-lr1e-03-bs16-s0"
-    fake_shard(study, e0, 1)
-    collect_json(study, capsys)
-    cache = study.results_dir / ".history-cache.parquet"
-    pq.write_table(pq.read_table(cache).drop_columns([drop]), cache)
-    fake_shard(study, e1, 1)
-    report = collect_json(study, capsys)
-    assert report["completed"] == 2 and report["unreadable"] == []
-    _, history = read_collected(study)
-    assert list(history["exp_id"]) == [e0] * 3 + [e1] * 3
-    assert "attempt_id" in pq.read_schema(cache).names and "_stamp" in pq.read_schema(cache).names
 
 
 def test_tables_arrow_cannot_unify_are_concatenated_by_pandas():

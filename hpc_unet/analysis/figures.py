@@ -210,12 +210,8 @@ def comparison_lr(cells_j: pd.DataFrame) -> Figure:
         ax.minorticks_off()
         lrs = _levels(cells_j, "learning_rate")
         ax.set_xticks(lrs, [format_number(float(lr)) for lr in lrs])
-        ax.set_xlabel("learning rate")
-        ax.set_title(arch, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best val Jaccard")
-    axes[0].legend(fontsize=8)
-    return fig
+        _panel(ax, arch, "learning rate")
+    return _first_panel_labels(fig, axes, "best val Jaccard", 8)
 
 
 def stability_vs_batch(completed: pd.DataFrame) -> Figure:
@@ -235,11 +231,21 @@ def stability_vs_batch(completed: pd.DataFrame) -> Figure:
         ax.plot(m.index, m.values, color="black", linewidth=2.5, label="mean")
         ax.set_xscale("log", base=2)
         ax.set_xticks(_levels(completed, "batch_size"), [str(int(b)) for b in _levels(completed, "batch_size")])
-        ax.set_xlabel("batch size")
-        ax.set_title(arch, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("val-loss std (lower is more stable)")
-    axes[0].legend(fontsize=7)
+        _panel(ax, arch, "batch size")
+    return _first_panel_labels(fig, axes, "val-loss std (lower is more stable)", 7)
+
+
+def _panel(ax: Any, arch: str, xlabel: str) -> None:
+    """The common dressing of a per-architecture panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_title(arch, fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def _first_panel_labels(fig: Figure, axes: Any, ylabel: str, legend_size: int) -> Figure:
+    """The y label and the legend once, on the first panel (the panels share the y axis)."""
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=legend_size)
     return fig
 
 

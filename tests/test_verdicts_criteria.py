@@ -191,3 +191,244 @@ def test_context_levels_and_learned_runs():
     assert ctx.history is None and ctx.anova_o is None and common.Verdict("i", "c", "v", "e").p != 0.0
     assert (common.ICC_GOOD, common.ICC_POOR, common.NONINFERIORITY, common.NOT_APPLICABLE) == (
         0.75, 0.5, 0.01, "not applicable")
+
+
+# ======================================================================================== criteria.py
+def whole(v: common.Verdict) -> tuple[str, str, str, str, bool]:
+    """(id, claim, verdict, evidence, p is NaN): the criteria are decided by intervals and bands, never a p."""
+    return v.id, v.claim, v.verdict, v.evidence, math.isnan(v.p)
+
+
+def test_without_a_baseline_every_baseline_criterion_is_inconclusive():
+    ctx = ctx_of(runs([0.5, 0.6], "best_val_jaccard"))
+    for rule in (criteria.s1_stability, criteria.s2_performance, criteria.s4_convergence):
+        assert whole(rule(ctx, {**H, "reduction": 0.5})) == (
+            "S", "a claim", INC, "no baseline given (pass --baseline DIR)", True)
+    assert whole(criteria.s5_efficiency(ctx, H)) == ("S", "a claim", INC, "no baseline given (pass --baseline DIR)",
+                                                     True)
+
+
+# ------------------------------------------------------------------------------------------------- S1
+def _s1(grid: list[float], base: list[float], **kw) -> common.Verdict:
+    ctx = ctx_of(runs(grid, "val_loss_std", **kw.pop("grid_cols", {})),
+                 baseline=runs(base, "val_loss_std", prefix="b", **kw.pop("base_cols", {})), **kw)
+    return criteria.s1_stability(ctx, {**H, "reduction": 0.5})
+
+
+def test_s1_supported_with_the_whole_evidence():
+    grid, base = [0.040, 0.042], [0.100, 0.102]
+    text = (f"UNet: std 0.0410 vs baseline 0.1010 (59% lower); difference {welch_text(grid, base, '{:+.4f}')}; "
+            "needs < -0.0505")
+    assert welch(grid, base)[2] < -0.0505
+    assert whole(_s1(grid, base)) == ("S", "a claim", SUP, text, True)
+
+
+def test_s1_threshold_is_reduction_times_the_baseline_std_on_both_sides():
+    base = [0.1, 0.1]  # no spread on the baseline: the interval is the grid's alone, t(1) x sd / sqrt(2)
+    half = float(sps.t.ppf(0.975, 1)) * 0.001  # grid {c - 0.001, c + 0.001}: sd sqrt(2) 0.001, se 0.001
+    for high, expected in ((-0.0501, SUP), (-0.0499, INC)):
+        c = 0.1 + high - half
+        v = _s1([c - 0.001, c + 0.001], base)
+        assert v.verdict == expected, v.evidence
+    for low, expected in ((-0.0499, NOT), (-0.0501, INC)):
+        c = 0.1 + low + half
+        v = _s1([c - 0.001, c + 0.001], base)
+        assert v.verdict == expected, v.evidence
+    assert v.evidence.endswith("needs < -0.0500 (the interval straddles the threshold or is missing: inconclusive)")
+
+
+def test_s1_reports_the_oscillation_measure_when_both_sides_have_it():
+    grid, base = [0.040, 0.042], [0.100, 0.102]
+    v = _s1(grid, base, grid_cols={"val_loss_std_detrended": [0.01, 0.02]},
+            base_cols={"val_loss_std_detrended": [0.05, 0.03]})
+    assert v.evidence.endswith("needs < -0.0505; detrended std 0.0150 vs 0.0400 (62% lower)") and v.verdict == SUP
+    # only one side has it, the baseline's is 0 or the grid's is missing: not reported
+    for grid_cols, base_cols in (({"val_loss_std_detrended": [0.01, 0.02]}, {}),
+                                 ({}, {"val_loss_std_detrended": [0.05, 0.03]}),
+                                 ({"val_loss_std_detrended": [0.01, 0.02]}, {"val_loss_std_detrended": [0.0, 0.0]}),
+                                 ({"val_loss_std_detrended": [math.nan] * 2}, {"val_loss_std_detrended": [0.05, 0.03]})):
+        v = _s1(grid, base, grid_cols=grid_cols, base_cols=base_cols)
+        assert v.evidence.endswith("needs < -0.0505"), v.evidence
+    tiny = _s1(grid, base, grid_cols={"val_loss_std_detrended": [0.0, 0.0]},
+               base_cols={"val_loss_std_detrended": [1e-9, 1e-9]})
+    assert tiny.evidence.endswith("; detrended std 0.0000 vs 0.0000 (100% lower)")
+
+
+def test_s1_one_run_a_side_has_no_interval_and_says_so():
+    v = _s1([0.04], [0.1])
+    assert whole(v) == ("S", "a claim", INC,
+                        "UNet: std 0.0400 vs baseline 0.1000 (60% lower); difference -0.0600 (no interval: 1 vs 1 "
+                        "run(s); replicate seeds for one); needs < -0.0500 (the interval straddles the threshold or is "
+                        "missing: inconclusive)", True)
+
+
+def test_s1_std_unavailable_without_a_positive_baseline_or_a_grid_value():
+    for grid, base in (([0.04, 0.05], [0.0, 0.0]), ([math.nan, math.nan], [0.1, 0.1]), ([0.04, 0.05], [-1.0, 0.5])):
+        assert whole(_s1(grid, base)) == ("S", "a claim", INC, "UNet: std unavailable", True)
+    v = _s1([0.04, 0.0401], [1e-9, 1e-9])  # just above 0: judged
+    assert v.verdict == NOT and "vs baseline 0.0000" in v.evidence
+
+
+def test_the_baseline_criteria_say_why_an_architecture_is_not_judged():
+    """UNet judged; X has no best cell; Y's baseline run did not learn (S1 and S4 need one that did, S2 not);
+    Z has no baseline run."""
+    archs = ("UNet", "X", "Y", "Z")
+    grid = pd.concat([runs([0.04, 0.042], "val_loss_std", arch=a, best_val_jaccard=[0.7, 0.72], best_epoch=[3, 4])
+                      for a in ("UNet", "Y", "Z")])
+    base = pd.concat([runs([0.100, 0.102], "val_loss_std", arch=a, prefix="b", best_val_jaccard=[0.6, 0.62],
+                           best_epoch=[9, 10], learned=[a != "Y"] * 2) for a in ("UNet", "X", "Y")])
+    recs = pd.DataFrame([{"architecture": a, "kind": "best", "learning_rate": 1e-3, "batch_size": 8}
+                         for a in ("UNet", "Y", "Z")])
+    ctx = ctx_of(grid, baseline=base, recs=recs, archs=archs)
+    s1 = criteria.s1_stability(ctx, {**H, "reduction": 0.5})
+    tail = ("X: no completed grid run that learned; Y: its baseline run did not learn, so its stability/convergence "
+            "is undefined; Z: no baseline run")
+    assert s1.verdict == INC and s1.evidence.startswith("UNet: std 0.0410 vs baseline 0.1010 (59% lower); difference")
+    assert s1.evidence.endswith("needs < -0.0505; " + tail)
+    s4 = criteria.s4_convergence(ctx, H)
+    assert s4.evidence.startswith("UNet: epochs to best (no history): 3.5 vs baseline's epochs to best 9.5;")
+    assert s4.evidence.endswith("; " + tail) and s4.verdict == INC
+    s2 = criteria.s2_performance(ctx, H)  # the Jaccard of a baseline that did not learn is still a Jaccard
+    part = (f"best J 0.710 vs baseline 0.610: difference {welch_text([0.7, 0.72], [0.6, 0.62])}; maintained if the "
+            "interval lies above -0.01")
+    assert whole(s2) == ("S", "a claim", INC, f"UNet: {part}; X: no completed grid run that learned; Y: {part}; "
+                         "Z: no baseline run", True)
+    # the grid runs compared are the learned runs of the best cell only
+    grid2 = pd.concat([grid, runs([0.9, 0.9], "val_loss_std", prefix="n", learned=[False, False]),
+                       runs([0.9, 0.9], "val_loss_std", bs=16, prefix="o")])
+    s1b = criteria.s1_stability(ctx_of(grid2, baseline=base, recs=recs, archs=archs), {**H, "reduction": 0.5})
+    assert s1b.evidence == s1.evidence
+
+
+# ------------------------------------------------------------------------------------------------- S2
+def test_s2_whole_evidence_and_the_margin_on_both_sides():
+    grid, base = [0.70, 0.74], [0.69, 0.71]
+    text = (f"UNet: best J 0.720 vs baseline 0.700: difference {welch_text(grid, base)}; maintained if the interval "
+            "lies above -0.01")
+    assert welch(grid, base)[1] < -0.01 < welch(grid, base)[2]
+    v = criteria.s2_performance(ctx_of(runs(grid, "best_val_jaccard"), baseline=runs(base, "best_val_jaccard")), H)
+    assert whole(v) == ("S", "a claim", INC, text, True)
+    half = float(sps.t.ppf(0.975, 1)) * 0.002
+    for low, expected in ((-0.0099, SUP), (-0.0101, INC)):
+        c = 0.7 + low + half
+        g = runs([c - 0.002, c + 0.002], "best_val_jaccard")
+        assert criteria.s2_performance(ctx_of(g, baseline=runs([0.7, 0.7], "best_val_jaccard")), H).verdict == expected
+    for high, expected in ((-0.0101, NOT), (-0.0099, INC)):
+        c = 0.7 + high - half
+        g = runs([c - 0.002, c + 0.002], "best_val_jaccard")
+        assert criteria.s2_performance(ctx_of(g, baseline=runs([0.7, 0.7], "best_val_jaccard")), H).verdict == expected
+
+
+# ------------------------------------------------------------------------------------------------- S3
+def _cells(values: list[float]) -> pd.DataFrame:
+    """Values in cells of three seeds (batch 8, 16, ...)."""
+    return pd.DataFrame({"architecture": "UNet", "learning_rate": 1e-3, "batch_size": [8 * 2 ** (i // 3) for i in
+                                                                                     range(len(values))],
+                         "seed": [i % 3 for i in range(len(values))], "best_val_jaccard": values})
+
+
+def test_s3_bands_at_exactly_075_and_05():
+    """By hand: [2, 0, 3] / [6, 4, 5]: MSB 50/3, MSW 5/3, n0 3, ICC (50/3 - 5/3) / (50/3 + 10/3) = 0.75;
+    [2, 0, 4] / [4, 4, 6]: MSB 32/3, MSW 8/3, ICC 24/48 = 0.5."""
+    v = criteria.s3_consistency(ctx_of(_cells([2, 0, 3, 6, 4, 5])), H)
+    assert whole(v) == ("S", "a claim", SUP, "ICC(1) of the Jaccard = 0.75 over 2 cells with repeated seeds (6 runs); "
+                        f"seed-to-seed SD {math.sqrt(5 / 3):.4f} (>= 0.75)", True)
+    v = criteria.s3_consistency(ctx_of(_cells([2, 0, 4, 4, 4, 6])), H)
+    assert whole(v) == ("S", "a claim", INC, "ICC(1) of the Jaccard = 0.50 over 2 cells with repeated seeds (6 runs); "
+                        f"seed-to-seed SD {math.sqrt(8 / 3):.4f} (between 0.5 and 0.75: moderate)", True)
+
+
+def test_s3_not_supported_below_05_and_undefined_cases():
+    # [0, 1, 2] / [0, 1, 3]: MSB 3 x (1/6)^2 x 2 = 1/6, MSW (2 + 14/3) / 4 = 5/3: ICC (1/6 - 5/3) / (1/6 + 10/3) = -3/7
+    v = criteria.s3_consistency(ctx_of(_cells([0, 1, 2, 0, 1, 3])), H)
+    assert whole(v) == ("S", "a claim", NOT, "ICC(1) of the Jaccard = -0.43 over 2 cells with repeated seeds (6 runs); "
+                        f"seed-to-seed SD {math.sqrt(5 / 3):.4f} (< 0.5: seeds move scores as much as settings)", True)
+    flat = criteria.s3_consistency(ctx_of(_cells([0.5] * 6)), H)  # no variance at all: ICC undefined, no note
+    assert whole(flat) == ("S", "a claim", INC, "ICC undefined", True)
+    one = criteria.s3_consistency(ctx_of(_cells([0.5, 0.6, 0.7])), H)
+    assert whole(one) == ("S", "a claim", INC, "1 cell(s) with >= 2 completed seeds; repeated runs (replicates >= 2) "
+                          "are needed to judge consistency", True)
+
+
+# ------------------------------------------------------------------------------------------------- S4
+def _history(reach: dict[str, list[float]]) -> pd.DataFrame:
+    """val_jacard_coef per epoch (1..) of each run, written newest epoch first."""
+    rows = [{"exp_id": e, "epoch": i + 1, "val_jacard_coef": v} for e, vals in reach.items() for i, v in
+            enumerate(vals)]
+    return pd.DataFrame(rows[::-1])
+
+
+def _s4(history: pd.DataFrame | None, best_epoch: list[float] = (3, 4)) -> common.Verdict:
+    grid = runs([0.7, 0.72], "best_val_jaccard", best_epoch=list(best_epoch))
+    base = runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=[10, 12])
+    return criteria.s4_convergence(ctx_of(grid, baseline=base, history=history), H)
+
+
+def test_s4_epochs_to_reach_the_baseline_from_history():
+    """g0 first reaches 0.6 at epoch 3 (exactly 0.6 counts), g1 at epoch 2 (and again at 4): 2.5 vs 11."""
+    hist = _history({"g0": [0.1, 0.59, 0.6, 0.7], "g1": [0.2, 0.65, 0.5, 0.61], "b0": [0.9] * 4})
+    text = f"UNet: epochs to reach the baseline's best J: 2.5 vs baseline's epochs to best 11.0; difference " \
+           f"{welch_text([3, 2], [10, 12], '{:+.1f}')}"
+    assert whole(_s4(hist)) == ("S", "a claim", SUP, text, True)
+
+
+def test_s4_without_usable_history_uses_epochs_to_best():
+    text = f"UNet: epochs to best (no history): 3.5 vs baseline's epochs to best 11.0; difference " \
+           f"{welch_text([3, 4], [10, 12], '{:+.1f}')}"
+    assert whole(_s4(None)) == ("S", "a claim", SUP, text, True)
+    no_column = _history({"g0": [0.7], "g1": [0.7]}).rename(columns={"val_jacard_coef": "val_loss"})
+    assert whole(_s4(no_column)) == ("S", "a claim", SUP, text, True)
+    others = _history({"b0": [0.7], "x": [0.7]})  # only other runs' history: as if none
+    assert whole(_s4(others)) == ("S", "a claim", SUP, text, True)
+
+
+def test_s4_never_reaching_is_not_supported_and_one_reach_has_no_interval():
+    never = _history({"g0": [0.1, 0.59], "g1": [0.2, 0.5]})
+    assert whole(_s4(never)) == ("S", "a claim", NOT,
+                                 "UNet: the best configuration never reached the baseline's best J 0.600", True)
+    once = _history({"g0": [0.1, 0.6], "g1": [0.2, 0.5]})
+    assert whole(_s4(once)) == ("S", "a claim", INC, "UNet: epochs to reach the baseline's best J: inf vs baseline's "
+                                "epochs to best 11.0; difference -9.0 (no interval: 1 vs 2 run(s); replicate seeds "
+                                "for one) (no interval excluding 0: inconclusive)", True)
+
+
+def test_s4_slower_than_the_baseline_is_not_supported_and_a_straddle_is_inconclusive():
+    slow = _s4(None, best_epoch=[20, 21])
+    assert slow.verdict == NOT and not slow.evidence.endswith("inconclusive)")
+    mixed = _s4(None, best_epoch=[1, 21])
+    assert mixed.verdict == INC and mixed.evidence.endswith(" (no interval excluding 0: inconclusive)")
+
+
+# ------------------------------------------------------------------------------------------------- S5
+def test_s5_whole_evidence_with_the_most_efficient_cells_named():
+    grid, base = [1.2, 1.4], [0.5, 0.6]
+    recs = pd.DataFrame([{"architecture": "UNet", "kind": "best, most efficient", "learning_rate": 1e-3,
+                          "batch_size": 8, "jaccard_per_gpu_hour": 1.3},
+                         {"architecture": "X", "kind": "most efficient", "learning_rate": 5e-4, "batch_size": 32,
+                          "jaccard_per_gpu_hour": 0.01234},
+                         {"architecture": "X", "kind": "best", "learning_rate": 1e-3, "batch_size": 8,
+                          "jaccard_per_gpu_hour": 9.0}])
+    ctx = ctx_of(runs(grid, "jaccard_per_gpu_hour"), baseline=runs(base, "jaccard_per_gpu_hour", prefix="b"),
+                 recs=recs, hour_unit="CPU-hour")
+    text = (f"UNet: best configuration 1.3 vs baseline 0.55 J per CPU-hour; difference "
+            f"{welch_text(grid, base, '{:+.2g}')} (most efficient UNet: lr 1e-03 bs 8 (1.3 J per CPU-hour); "
+            "most efficient X: lr 5e-04 bs 32 (0.012 J per CPU-hour))")
+    assert whole(criteria.s5_efficiency(ctx, H)) == ("S", "a claim", SUP, text, True)
+
+
+def test_s5_no_time_no_listing_and_the_sides_of_zero():
+    recs = pd.DataFrame([{"architecture": "UNet", "kind": "best", "learning_rate": 1e-3, "batch_size": 8,
+                          "jaccard_per_gpu_hour": 1.0}])
+
+    def s5(grid: list[float], base: list[float]) -> common.Verdict:
+        return criteria.s5_efficiency(ctx_of(runs(grid, "jaccard_per_gpu_hour"), recs=recs,
+                                             baseline=runs(base, "jaccard_per_gpu_hour", prefix="b")), H)
+
+    assert whole(s5([math.nan] * 2, [0.5, 0.6])) == ("S", "a claim", INC, "UNet: training time not recorded", True)
+    worse = s5([0.20, 0.21], [0.50, 0.51])
+    assert worse.verdict == NOT and worse.evidence == (f"UNet: best configuration 0.21 vs baseline 0.51 J per GPU-hour; "
+                                                       f"difference {welch_text([0.20, 0.21], [0.50, 0.51], '{:+.2g}')}")
+    assert s5([0.4, 0.8], [0.5, 0.6]).evidence.endswith(" (no interval excluding 0: inconclusive)")
+    empty = criteria.s5_efficiency(ctx_of(runs([1.0], "jaccard_per_gpu_hour"), recs=pd.DataFrame(),
+                                          baseline=runs([1.0], "jaccard_per_gpu_hour")), H)
+    assert whole(empty) == ("S", "a claim", INC, "UNet: no completed grid run that learned", True)

@@ -432,3 +432,110 @@ def test_s5_no_time_no_listing_and_the_sides_of_zero():
     empty = criteria.s5_efficiency(ctx_of(runs([1.0], "jaccard_per_gpu_hour"), recs=pd.DataFrame(),
                                           baseline=runs([1.0], "jaccard_per_gpu_hour")), H)
     assert whole(empty) == ("S", "a claim", INC, "UNet: no completed grid run that learned", True)
+
+
+# ------------------------------------------------------------------------------------------------- S6
+def test_patch_halves_are_the_seed_0_permutation_split_at_n_over_2():
+    for n in (4, 5, 9):
+        perm = np.random.default_rng(0).permutation(n)
+        first, second = criteria._patch_halves(n)
+        assert first.tolist() == sorted(perm[: n // 2].tolist()) and second.tolist() == sorted(perm[n // 2:].tolist())
+
+
+def patch_runs(cells: dict[tuple[float, int], list[list[float]]], union: float = 100.0, arch: str = "UNet",
+               **cols) -> pd.DataFrame:
+    """One run per list of per-patch intersections, at its (lr, batch) cell, unions all ``union``."""
+    rows = [{"architecture": arch, "learning_rate": lr, "batch_size": bs, "seed": s, "status": "completed",
+             "exp_id": f"{arch}-{lr}-{bs}-{s}", "best_val_jaccard": 0.5,
+             "val_patch_intersection": list(map(float, i)), "val_patch_union": [union] * len(i), **cols}
+            for (lr, bs), seeds in cells.items() for s, i in enumerate(seeds)]
+    return pd.DataFrame(rows)
+
+
+def s6_by_hand(cells: dict[tuple[float, int], list[list[float]]], union: float, n_boot: int) -> tuple[str, float, float]:
+    """S6's documented estimate written out: (text head, low, high) for one architecture."""
+    keys = list(cells)
+    inter = np.array([np.mean(np.array(cells[k], dtype=float), axis=0) for k in keys])
+    uni = np.full(inter.shape, union)
+    n = inter.shape[1]
+    perm = np.random.default_rng(0).permutation(n)
+    sel, est = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    top = int(np.argmax((inter[:, sel].sum(1) + 1) / (uni[:, sel].sum(1) + 1)))
+    held = (inter[:, est].sum(1) + 1) / (uni[:, est].sum(1) + 1)
+    idx = est[np.random.default_rng(1).integers(0, est.size, size=(n_boot, est.size))]
+    boots = (inter[:, idx].sum(2) + 1) / (uni[:, idx].sum(2) + 1)
+    lo, hi = np.quantile(boots[top] - np.median(boots, axis=0), [0.025, 0.975])
+    lr, bs = keys[top]
+    diff = held[top] - np.median(held)
+    head = (f"lr {lr:.0e} bs {bs} chosen on {sel.size} patches; on the other {est.size} its J {held[top]:.3f} vs the "
+            f"median of {len(keys)} learned cells {np.median(held):.3f}: {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired "
+            f"bootstrap over {est.size} held-out val patches)")
+    return head, float(lo), float(hi)
+
+
+def _s6(frame: pd.DataFrame, archs: tuple[str, ...] = ("UNet",), n_boot: int = 200) -> common.Verdict:
+    return criteria.s6_recommendations(ctx_of(frame, archs=archs, n_boot=n_boot), H)
+
+
+def test_s6_supported_whole_evidence_with_replicates():
+    cells = {(1e-3, 8): [[80, 90, 85, 95, 70, 88], [82, 91, 84, 96, 72, 86]],
+             (5e-4, 8): [[50, 60, 55, 52, 58, 61], [51, 59, 57, 50, 60, 62]],
+             (1e-3, 16): [[60, 65, 62, 70, 61, 66], [59, 64, 63, 71, 60, 65]]}
+    head, lo, hi = s6_by_hand(cells, 100.0, 200)
+    assert head.startswith("lr 1e-03 bs 8 chosen on 3 patches; on the other 3") and lo > 0
+    assert whole(_s6(patch_runs(cells))) == ("S", "a claim", SUP, f"UNet: {head}", True)
+
+
+def test_s6_one_run_per_cell_and_within_noise_say_so():
+    cells = {(1e-3, 8): [[80, 40, 85, 30, 70, 88]], (5e-4, 8): [[50, 60, 55, 52, 58, 61]],
+             (1e-3, 16): [[60, 65, 62, 70, 61, 66]], (5e-4, 16): [[10, 95, 20, 99, 15, 90]]}
+    head, lo, hi = s6_by_hand(cells, 100.0, 300)
+    assert lo < 0 < hi
+    assert whole(_s6(patch_runs(cells), n_boot=300)) == (
+        "S", "a claim", INC, f"UNet: {head}; one run per cell, so the spread between training runs is unknown - within "
+        "noise of the median cell (inconclusive)", True)
+
+
+def test_s6_worse_than_the_median_on_held_out_patches_is_not_supported():
+    """The cell best on the selection half is the worst on the other half: the whole interval is below 0."""
+    n = 8
+    sel = np.sort(np.random.default_rng(0).permutation(n)[: n // 2])
+    lucky = np.full(n, 10.0)
+    lucky[sel] = 99.0
+    cells = {(1e-3, 8): [list(lucky)], (5e-4, 8): [[50.0] * n], (1e-3, 16): [[60.0] * n]}
+    head, lo, hi = s6_by_hand(cells, 100.0, 100)
+    assert hi < 0
+    v = _s6(patch_runs(cells), n_boot=100)
+    assert whole(v) == ("S", "a claim", NOT, f"UNet: {head}; one run per cell, so the spread between training runs is "
+                        "unknown", True)
+
+
+def test_s6_needs_two_cells_and_four_equal_patch_lists():
+    why = "needs 2+ learned cells with per-patch scores of equal length (none to split)"
+    four = {(1e-3, 8): [[80, 90, 85, 95]], (5e-4, 8): [[50, 60, 55, 52]]}
+    assert _s6(patch_runs(four)).evidence.startswith("UNet: lr 1e-03 bs 8 chosen on 2 patches; on the other 2")
+    for cells in ({(1e-3, 8): [[80, 90, 85]], (5e-4, 8): [[50, 60, 55]]},  # 3 patches
+                  {(1e-3, 8): [[80, 90, 85, 95], [80, 90, 85, 95]]},  # one cell
+                  {(1e-3, 8): [[80, 90, 85, 95]], (5e-4, 8): [[50, 60, 55, 52, 40]]}):  # unequal lengths
+        assert whole(_s6(patch_runs(cells))) == ("S", "a claim", INC, f"UNet: {why}", True)
+    no_union = patch_runs(four).drop(columns="val_patch_union")
+    assert _s6(no_union).evidence == f"UNet: {why}"
+    no_inter = patch_runs(four).drop(columns="val_patch_intersection")
+    assert _s6(no_inter).evidence == f"UNet: {why}"
+    # a run that did not learn is not a cell: with it, still one learned cell
+    mixed = pd.concat([patch_runs({(1e-3, 8): [[80, 90, 85, 95]]}),
+                       patch_runs({(5e-4, 8): [[50, 60, 55, 52]]}, learned=False)], ignore_index=True)
+    assert _s6(mixed).evidence == f"UNet: {why}"
+
+
+def test_s6_architectures_without_learned_or_completed_runs():
+    cells = {(1e-3, 8): [[80, 90, 85, 95], [81, 91, 86, 96]], (5e-4, 8): [[50, 60, 55, 52], [51, 61, 54, 53]]}
+    frame = pd.concat([patch_runs(cells), patch_runs({(1e-3, 8): [[1, 1, 1, 1]]}, arch="X", learned=False)],
+                      ignore_index=True)
+    frame["learned"] = frame["learned"].astype(object).where(frame["architecture"] == "X", None)
+    v = _s6(frame, archs=("UNet", "X", "Y"))
+    head = s6_by_hand(cells, 100.0, 200)[0]
+    assert whole(v) == ("S", "a claim", NOT, f"UNet: {head}; X: no run learned; Y: no completed runs", True)
+    none = _s6(frame, archs=("Y",))
+    assert whole(none) == ("S", "a claim", INC, "Y: no completed runs", True)
+    assert whole(_s6(frame, archs=())) == ("S", "a claim", INC, "no completed runs", True)

@@ -452,11 +452,14 @@ def patch_runs(cells: dict[tuple[float, int], list[list[float]]], union: float =
     return pd.DataFrame(rows)
 
 
-def s6_by_hand(cells: dict[tuple[float, int], list[list[float]]], union: float, n_boot: int) -> tuple[str, float, float]:
-    """S6's documented estimate written out: (text head, low, high) for one architecture."""
+def s6_by_hand(cells: dict[tuple[float, int], list[list[float]]], union: float | dict, n_boot: int
+               ) -> tuple[str, float, float]:
+    """S6's documented estimate written out: (text head, low, high) for one architecture (``union``: one
+    value for every patch, or per cell the unions of its runs)."""
     keys = list(cells)
     inter = np.array([np.mean(np.array(cells[k], dtype=float), axis=0) for k in keys])
-    uni = np.full(inter.shape, union)
+    uni = (np.full(inter.shape, union) if not isinstance(union, dict) else
+           np.array([np.mean(np.array(union[k], dtype=float), axis=0) for k in keys]))
     n = inter.shape[1]
     perm = np.random.default_rng(0).permutation(n)
     sel, est = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
@@ -539,3 +542,41 @@ def test_s6_architectures_without_learned_or_completed_runs():
     none = _s6(frame, archs=("Y",))
     assert whole(none) == ("S", "a claim", INC, "Y: no completed runs", True)
     assert whole(_s6(frame, archs=())) == ("S", "a claim", INC, "no completed runs", True)
+
+
+def test_s6_selects_by_the_pooled_ratio_with_its_plus_one_smoothing():
+    """Selection half (patches 0 and 2 of 4, seed 0) sums (I, U): (0, 2), (2, 5), (3, 7): (I + 1) / (U + 1) is
+    1/3, 1/2, 1/2, so the first of the two at 1/2 is chosen; (I + 2) / (U + 1), (I - 1) / (U + 1), (I + 1) / (U + 2)
+    or (I + 1) / (U - 1) would choose another. The held-out half tells the three apart."""
+    inter = {(1e-3, 8): [[0, 5, 0, 5]], (5e-4, 8): [[1, 6, 1, 6]], (1e-3, 16): [[1, 7, 2, 7]]}
+    union = {(1e-3, 8): [[1, 10, 1, 10]], (5e-4, 8): [[2, 10, 3, 10]], (1e-3, 16): [[3, 10, 4, 10]]}
+    frame = patch_runs(inter)
+    frame["val_patch_union"] = [list(map(float, union[(r["learning_rate"], r["batch_size"])][0]))
+                                for r in frame.to_dict("records")]
+    head, lo, hi = s6_by_hand(inter, union, 100)
+    assert head.startswith("lr 5e-04 bs 8 chosen on 2 patches; on the other 2 its J 0.619 vs the median of 3 learned "
+                           "cells 0.619: +0.000 [")  # (12 + 1) / (20 + 1), the median of 11/21, 13/21, 15/21
+    v = _s6(frame, n_boot=100)
+    assert whole(v) == ("S", "a claim", INC, f"UNet: {head}; one run per cell, so the spread between training runs is "
+                        "unknown - within noise of the median cell (inconclusive)", True)
+
+
+def test_s6_runs_per_cell_is_the_most_any_cell_has():
+    cells = {(1e-3, 8): [[80, 90, 85, 95, 70, 88], [82, 91, 84, 96, 72, 86]], (5e-4, 8): [[50, 60, 55, 52, 58, 61]]}
+    v = _s6(patch_runs(cells))
+    assert v.evidence == f"UNet: {s6_by_hand(cells, 100.0, 200)[0]}" and v.verdict == SUP
+
+
+def test_s4_and_s5_thresholds_are_0_on_intervals_without_spread():
+    """Equal seeds on both sides: the interval is the difference itself, [d, d]."""
+    grid = runs([0.7, 0.72], "best_val_jaccard", best_epoch=[10.5, 10.5])
+    for base_epochs, expected in (([10, 10], NOT), ([11, 11], SUP)):
+        base = runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=base_epochs)
+        v = criteria.s4_convergence(ctx_of(grid, baseline=base), H)
+        assert v.verdict == expected, v.evidence
+    recs = pd.DataFrame([{"architecture": "UNet", "kind": "best", "learning_rate": 1e-3, "batch_size": 8,
+                          "jaccard_per_gpu_hour": 1.0}])
+    for grid_eff, expected in ((0.5, SUP), (0.1, NOT)):
+        v = criteria.s5_efficiency(ctx_of(runs([grid_eff] * 2, "jaccard_per_gpu_hour"), recs=recs,
+                                          baseline=runs([0.2, 0.2], "jaccard_per_gpu_hour", prefix="b")), H)
+        assert v.verdict == expected, v.evidence

@@ -184,3 +184,17 @@ def test_kinds_of_matches_whole_kinds():
 def test_cell_text_and_constants():
     assert recommend.cell_text("UNet", 5e-4, 16.0) == "UNet lr 5e-04 bs 16"
     assert recommend.TIE_CANDIDATES == 5
+
+
+def test_most_robust_ties_go_to_the_better_mean():
+    """4 x 3 grid, all 0.8 but (5e-4, 8) = (1e-3, 8) = 0.5, (1e-3, 16) = 0.9, (5e-3, 32) = 0.95: both inner
+    cells have worst case 0.5; (1e-3, 16) has the better mean. The best is the corner (5e-3, 32)."""
+    special = {(5e-4, 8): 0.5, (1e-3, 8): 0.5, (1e-3, 16): 0.9, (5e-3, 32): 0.95}
+    learned = pd.DataFrame([{"architecture": "UNet", "learning_rate": lr, "batch_size": bs, "seed": 0,
+                             "best_val_jaccard": special.get((lr, bs), 0.8)}
+                            for lr in (1e-4, 5e-4, 1e-3, 5e-3) for bs in (8, 16, 32)])
+    recs = recommend.recommendations(learned, stats.cell_intervals(learned, "best_val_jaccard", n_boot=0), ties=False)
+    got = recs[["kind", "learning_rate", "batch_size", "robust_score", "neighbours"]].to_dict("records")
+    assert got == [{"kind": "best", "learning_rate": 5e-3, "batch_size": 32, "robust_score": 0.8, "neighbours": 2},
+                   {"kind": "most robust", "learning_rate": 1e-3, "batch_size": 16, "robust_score": 0.5,
+                    "neighbours": 4}]

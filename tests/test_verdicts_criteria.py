@@ -580,3 +580,40 @@ def test_s4_and_s5_thresholds_are_0_on_intervals_without_spread():
         v = criteria.s5_efficiency(ctx_of(runs([grid_eff] * 2, "jaccard_per_gpu_hour"), recs=recs,
                                           baseline=runs([0.2, 0.2], "jaccard_per_gpu_hour", prefix="b")), H)
         assert v.verdict == expected, v.evidence
+
+
+def _paired_boot(a: tuple[list[float], list[float], float], b: tuple[list[float], list[float], float],
+                 n_boot: int) -> tuple[float, float, float]:
+    """The documented paired percentile bootstrap over patches of pooled (I + 1) / (U + 1) / divisor, one run
+    a side, seed 0, written out: (diff, low, high)."""
+    idx = np.random.default_rng(0).integers(0, len(a[0]), size=(n_boot, len(a[0])))
+
+    def pooled(run: tuple[list[float], list[float], float], at: np.ndarray | slice) -> np.ndarray:
+        i, u = np.asarray(run[0])[at], np.asarray(run[1])[at]
+        return (i.sum(-1) + 1) / (u.sum(-1) + 1) / run[2]
+
+    lo, hi = np.quantile(pooled(a, idx) - pooled(b, idx), [0.025, 0.975])
+    return float(pooled(a, slice(None)) - pooled(b, slice(None))), float(lo), float(hi)
+
+
+def test_s2_and_s5_one_run_a_side_bootstrap_the_patches_ctx_n_boot_times():
+    """With one run a side the Jaccard and Jaccard per hour get a paired bootstrap over patches, run
+    ctx.n_boot (here 300) times: the interval differs from the default 2000's."""
+    gi, bi = [50.0, 70, 60, 90, 40, 80], [45.0, 72, 50, 70, 41, 60]
+    union = [100.0] * 6
+    grid = runs([0.7], "best_val_jaccard", val_patch_intersection=[gi], val_patch_union=[union],
+                total_train_seconds=[1800.0], jaccard_per_gpu_hour=[1.4])
+    base = runs([0.6], "best_val_jaccard", prefix="b", val_patch_intersection=[bi], val_patch_union=[union],
+                total_train_seconds=[3600.0], jaccard_per_gpu_hour=[0.6])
+    recs = pd.DataFrame([{"architecture": "UNet", "kind": "best", "learning_rate": 1e-3, "batch_size": 8,
+                          "jaccard_per_gpu_hour": 1.4}])
+    ctx = ctx_of(grid, baseline=base, recs=recs, n_boot=300)
+    d, lo, hi = _paired_boot((gi, union, 1.0), (bi, union, 1.0), 300)
+    assert _paired_boot((gi, union, 1.0), (bi, union, 1.0), 2000)[1:] != (lo, hi)
+    assert whole(criteria.s2_performance(ctx, H)) == (
+        "S", "a claim", SUP, f"UNet: best J 0.700 vs baseline 0.600: difference {d:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+        "(paired bootstrap over 6 val patches); maintained if the interval lies above -0.01", True)
+    d, lo, hi = _paired_boot((gi, union, 0.5), (bi, union, 1.0), 300)
+    assert whole(criteria.s5_efficiency(ctx, H)) == (
+        "S", "a claim", SUP, f"UNet: best configuration 1.4 vs baseline 0.6 J per GPU-hour; difference {d:+.2g} "
+        f"[{lo:+.2g}, {hi:+.2g}] (paired bootstrap over 6 val patches)", True)

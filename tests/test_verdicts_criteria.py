@@ -617,3 +617,42 @@ def test_s2_and_s5_one_run_a_side_bootstrap_the_patches_ctx_n_boot_times():
     assert whole(criteria.s5_efficiency(ctx, H)) == (
         "S", "a claim", SUP, f"UNet: best configuration 1.4 vs baseline 0.6 J per GPU-hour; difference {d:+.2g} "
         f"[{lo:+.2g}, {hi:+.2g}] (paired bootstrap over 6 val patches)", True)
+
+
+def test_s6_goes_on_after_an_architecture_it_cannot_split():
+    one_cell = patch_runs({(1e-3, 8): [[80, 90, 85, 95]]}, arch="X")
+    cells = {(1e-3, 8): [[80, 90, 85, 95, 70, 88], [82, 91, 84, 96, 72, 86]],
+             (5e-4, 8): [[50, 60, 55, 52, 58, 61], [51, 59, 57, 50, 60, 62]]}
+    v = _s6(pd.concat([one_cell, patch_runs(cells)], ignore_index=True), archs=("X", "UNet"))
+    assert whole(v) == ("S", "a claim", INC, "X: needs 2+ learned cells with per-patch scores of equal length (none to "
+                        f"split); UNet: {s6_by_hand(cells, 100.0, 200)[0]}", True)
+
+
+def test_s6_bootstrap_smooths_each_cell_by_its_own_union():
+    """Unions that differ between cells: (I + 1) / (U + 1) per resample is not a shift common to all cells."""
+    inter = {(1e-3, 8): [[80, 90, 85, 95, 70, 88]], (5e-4, 8): [[50, 60, 55, 52, 58, 61]],
+             (1e-3, 16): [[30, 20, 25, 35, 28, 22]]}
+    union = {(1e-3, 8): [[100, 120, 110, 130, 90, 100]], (5e-4, 8): [[60, 70, 80, 60, 90, 70]],
+             (1e-3, 16): [[300, 200, 250, 350, 280, 220]]}
+    frame = patch_runs(inter)
+    frame["val_patch_union"] = [list(map(float, union[(r["learning_rate"], r["batch_size"])][0]))
+                                for r in frame.to_dict("records")]
+    head = s6_by_hand(inter, union, 200)[0]
+    assert whole(_s6(frame)) == ("S", "a claim", INC, f"UNet: {head}; one run per cell, so the spread between training "
+                                 "runs is unknown - within noise of the median cell (inconclusive)", True)
+
+
+def test_s4_and_s5_number_formats_on_nan_and_small_values():
+    grid = runs([0.7, 0.72], "best_val_jaccard", best_epoch=[3, 4])
+    base = runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=[math.nan, math.nan])
+    assert whole(criteria.s4_convergence(ctx_of(grid, baseline=base), H)) == (
+        "S", "a claim", INC, "UNet: epochs to best (no history): 3.5 vs baseline's epochs to best nan; difference "
+        "+nan (no values) (no interval excluding 0: inconclusive)", True)
+    g, b = [2e-5, 2.2e-5], [1e-5, 1.1e-5]
+    recs = pd.DataFrame([{"architecture": "UNet", "kind": "best", "learning_rate": 1e-3, "batch_size": 8,
+                          "jaccard_per_gpu_hour": 1.0}])
+    v = criteria.s5_efficiency(ctx_of(runs(g, "jaccard_per_gpu_hour"), recs=recs,
+                                      baseline=runs(b, "jaccard_per_gpu_hour", prefix="b")), H)
+    assert whole(v) == ("S", "a claim", SUP, "UNet: best configuration 2.1e-05 vs baseline 1.1e-05 J per GPU-hour; "
+                        f"difference {welch_text(g, b, '{:+.2g}')}", True)
+    assert "e-05 [+3.6e-06, " in v.evidence

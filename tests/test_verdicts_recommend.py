@@ -198,3 +198,34 @@ def test_most_robust_ties_go_to_the_better_mean():
     assert got == [{"kind": "best", "learning_rate": 5e-3, "batch_size": 32, "robust_score": 0.8, "neighbours": 2},
                    {"kind": "most robust", "learning_rate": 1e-3, "batch_size": 16, "robust_score": 0.5,
                     "neighbours": 4}]
+
+
+def _ties_grid(jaccard: list[float], iou: list[float]) -> pd.DataFrame:
+    """A 3 x 3 grid, one run per cell, values in (lr, batch) order."""
+    keys = [(lr, bs) for lr in (1e-4, 1e-3, 1e-2) for bs in (8, 16, 32)]
+    return pd.DataFrame([{"architecture": "UNet", "learning_rate": lr, "batch_size": bs, "seed": 0,
+                          "best_val_jaccard": j, "best_val_iou": i} for (lr, bs), j, i in zip(keys, jaccard, iou,
+                                                                                                strict=True)])
+
+
+def test_equal_means_go_to_the_first_cell_in_grid_order():
+    """Ties for the best (and for the other metric's pick) go to the first cell in (lr, batch) order, the
+    same cell on every run: a sort that is not stable picks another of the 0.8s here."""
+    ties = [0.7, 0.7, 0.7, 0.8, 0.8, 0.7, 0.8, 0.8, 0.7]
+    learned = _ties_grid(ties, [0.5] * 9)
+    recs = recommend.recommendations(learned, stats.cell_intervals(learned, "best_val_jaccard", n_boot=0), ties=False)
+    best = recommend.kinds_of(recs, "best").iloc[0]
+    assert (best["learning_rate"], best["batch_size"], best["other_metric_best"]) == (1e-3, 8, "")
+    learned = _ties_grid([0.9 - 0.01 * k for k in range(9)], [t - 0.2 for t in ties])
+    recs = recommend.recommendations(learned, stats.cell_intervals(learned, "best_val_jaccard", n_boot=0), ties=False)
+    best = recommend.kinds_of(recs, "best").iloc[0]
+    assert (best["learning_rate"], best["batch_size"], best["other_metric_best"]) == (1e-4, 8, "UNet lr 1e-03 bs 8")
+
+
+def test_timing_noise_drops_runs_whose_mean_epoch_time_is_0():
+    """std / mean is infinite for times [-1, 1] (a clock stepped back) and undefined for [0, 0]: neither is a
+    relative spread."""
+    hist = pd.DataFrame({"exp_id": ["a"] * 3 + ["e"] * 2 + ["c"] * 2, "epoch": [2, 3, 4, 2, 3, 2, 3],
+                         "epoch_seconds": [10, 20, 30, -1, 1, 0, 0]})
+    assert recommend.timing_noise(hist, ["a", "e", "c"]) == pytest.approx(0.5, rel=1e-12)
+    assert math.isnan(recommend.timing_noise(hist, ["e"]))

@@ -229,3 +229,18 @@ def test_timing_noise_drops_runs_whose_mean_epoch_time_is_0():
                          "epoch_seconds": [10, 20, 30, -1, 1, 0, 0]})
     assert recommend.timing_noise(hist, ["a", "e", "c"]) == pytest.approx(0.5, rel=1e-12)
     assert math.isnan(recommend.timing_noise(hist, ["e"]))
+
+
+def test_tied_with_bootstraps_single_runs_n_boot_times():
+    """One run a cell: the tie is judged on a paired bootstrap over patches, n_boot resamples. With these
+    patches 10 resamples give an interval above 0 (not tied), 2000 one that includes 0 (tied)."""
+    a, b = [92.0, 53, 60, 92, 41, 56], [53.0, 82, 40, 45, 46, 64]
+    learned = pd.DataFrame([{"architecture": "UNet", "learning_rate": 1e-3, "batch_size": bs, "seed": 0,
+                             "best_val_jaccard": j, "val_patch_intersection": i, "val_patch_union": [100.0] * 6}
+                            for bs, j, i in ((8, 0.7, a), (16, 0.6, b))])
+    cells = learned[["architecture", "learning_rate", "batch_size"]]
+    one = [learned.iloc[[0]], learned.iloc[[1]]]
+    assert stats.difference(*one, "best_val_jaccard", n_boot=10).low > 0.05
+    assert stats.difference(*one, "best_val_jaccard", n_boot=2000).low < -0.05
+    assert recommend.tied_with(learned, cells, "best_val_jaccard", 10) == []
+    assert recommend.tied_with(learned, cells, "best_val_jaccard", 2000) == ["UNet lr 1e-03 bs 16"]

@@ -153,6 +153,25 @@ def test_matched_on_chosen_levels_and_by_every_other_factor():
     assert got[(got["architecture"] == "X") & (got["batch_size"] == 32)].empty
 
 
+def test_groups_and_matched_read_a_metric_column_of_objects_as_numbers():
+    """A metric column holding None (object dtype, as after concatenating shards that lack it) is read as
+    floats: None is missing, not an error."""
+    frame = pd.DataFrame({"architecture": "UNet", "learning_rate": 1e-3, "batch_size": [8, 32, 8, 32],
+                          "seed": [0, 0, 1, 1], "y": pd.Series([1.0, None, 2.0, 3.0], dtype=object)})
+    got = common.groups(frame, "batch_size", "y")
+    assert list(got) == [8, 32] and got[8].tolist() == [1.0, 2.0] and got[32].tolist() == [3.0]
+    kept, n = common.matched(frame, "batch_size", "y")
+    assert n == 1 and kept.index.tolist() == [2, 3]
+
+
+def test_matched_on_chosen_levels_still_drops_missing_values():
+    frame = _grid()
+    frame.loc[(frame["architecture"] == "X") & (frame["learning_rate"] == 1e-3) & (frame["batch_size"] == 8)
+              & (frame["seed"] == 0), "y"] = math.nan
+    got, n = common.matched(frame, "learning_rate", "y", levels=[1e-3])
+    assert (n, len(got)) == (7, 7) and got["y"].notna().all()
+
+
 def test_matched_without_data_or_keys():
     frame = _grid()
     frame["y"] = math.nan

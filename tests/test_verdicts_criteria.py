@@ -377,7 +377,7 @@ def _history(reach: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame(rows[::-1])
 
 
-def _s4(history: pd.DataFrame | None, best_epoch: list[float] = (3, 4)) -> common.Verdict:
+def _s4(history: pd.DataFrame | None, best_epoch: tuple[float, ...] | list[float] = (3, 4)) -> common.Verdict:
     grid = runs([0.7, 0.72], "best_val_jaccard", best_epoch=list(best_epoch))
     base = runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=[10, 12])
     return criteria.s4_convergence(ctx_of(grid, baseline=base, history=history), H)

@@ -460,3 +460,41 @@ def test_difference_needs_two_runs_on_both_sides_for_welch_and_patches_on_both_f
     # a column of numbers stored as text still compares
     text = pd.DataFrame({"val_loss_std": ["0.03", "0.05"]})
     assert stats.difference(text, two, "val_loss_std").diff == pytest.approx(0.0)
+
+
+def test_no_spread_threshold_is_1e_12_of_the_larger_of_1_and_the_largest_value():
+    assert stats.no_spread(np.array([0.0, 1e-12])) and not stats.no_spread(np.array([0.0, 1.5e-12]))
+    assert stats.no_spread(np.array([4.0, 4.0 + 3e-12])) and not stats.no_spread(np.array([4.0, 4.0 + 6e-12]))
+
+
+def test_a_difference_without_a_value_reads_n_a():
+    assert stats.Difference(math.nan, method="no values").text() == "n/a (no values)"
+    assert stats.Difference(0.25, 0.1, 0.4, "t").text() == "+0.250 [+0.100, +0.400] (t)"
+
+
+def test_tables_keep_their_columns_when_nothing_can_be_computed():
+    nothing = pd.DataFrame({"architecture": ["A", "A"], "learning_rate": [1e-3, 5e-3], "batch_size": 8,
+                            "seed": 0, "y": [np.nan, np.nan]})
+    assert list(stats.group_means(nothing, "y", ["learning_rate"], None).columns) == [
+        "learning_rate", "n", "mean", "ci_low", "ci_high", "ci_method"]
+    one_arch = stats.pairwise_architectures(nothing.assign(y=0.5), "y")
+    assert one_arch.empty and list(one_arch.columns) == [
+        "metric", "arch_a", "arch_b", "n_pairs", "mean_diff", "median_diff", "wilcoxon_p", "paired_t_p", "holm_p",
+        "note"]
+
+
+def test_pairwise_architectures_from_two_shared_cells_and_with_none():
+    rows = [{"architecture": arch, "learning_rate": lr, "batch_size": 8, "seed": 0, "y": y}
+            for arch, lr, y in (("A", 1e-3, 0.6), ("A", 5e-3, 0.7), ("B", 1e-3, 0.5), ("B", 5e-3, 0.65),
+                                ("C", 1e-2, 0.4), ("C", 5e-2, 0.3))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of nothing on the way to "0 shared cell(s)"
+        got = stats.pairwise_architectures(pd.DataFrame(rows), "y").set_index(["arch_a", "arch_b"])
+    ab = got.loc[("A", "B")]
+    d = np.array([0.6 - 0.5, 0.7 - 0.65])  # two shared cells are enough for both tests
+    assert ab["n_pairs"] == 2 and ab["note"] == ""
+    assert ab["wilcoxon_p"] == pytest.approx(sps.wilcoxon(d).pvalue, rel=1e-12)
+    assert ab["paired_t_p"] == pytest.approx(sps.ttest_1samp(d, 0).pvalue, rel=1e-12)
+    ac = got.loc[("A", "C")]
+    assert ac["n_pairs"] == 0 and ac["note"] == "0 shared cell(s); at least 2 needed"
+    assert math.isnan(ac["mean_diff"]) and math.isnan(ac["median_diff"])

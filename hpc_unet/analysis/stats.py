@@ -378,6 +378,8 @@ class Difference:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
     def text(self, fmt: str = "{:+.3f}") -> str:
+        if not math.isfinite(self.diff):
+            return f"n/a ({self.method})"  # not "+nan": nothing to compare
         bounds = f" [{fmt.format(self.low)}, {fmt.format(self.high)}]" if self.has_interval else ""
         return f"{fmt.format(self.diff)}{bounds} ({self.method})"
 

@@ -666,7 +666,7 @@ def test_s4_and_s5_number_formats_on_nan_and_small_values():
     base = runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=[math.nan, math.nan])
     assert whole(criteria.s4_convergence(ctx_of(grid, baseline=base), H)) == (
         "S", "a claim", INC, "UNet: epochs to best (no history): 3.5 vs baseline's epochs to best nan; difference "
-        "+nan (no values) (no interval excluding 0: inconclusive)", True)
+        "n/a (no values) (no interval excluding 0: inconclusive)", True)
     g, b = [2e-5, 2.2e-5], [1e-5, 1.1e-5]
     recs = pd.DataFrame([{"architecture": "UNet", "kind": "best", "learning_rate": 1e-3, "batch_size": 8,
                           "jaccard_per_gpu_hour": 1.0}])

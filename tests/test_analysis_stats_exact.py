@@ -498,3 +498,64 @@ def test_pairwise_architectures_from_two_shared_cells_and_with_none():
     ac = got.loc[("A", "C")]
     assert ac["n_pairs"] == 0 and ac["note"] == "0 shared cell(s); at least 2 needed"
     assert math.isnan(ac["mean_diff"]) and math.isnan(ac["median_diff"])
+
+
+def _rss(y: np.ndarray, *blocks: np.ndarray) -> float:
+    """Residual sum of squares of a least-squares fit on an intercept and the given dummy blocks."""
+    x = np.column_stack([np.ones(len(y)), *blocks])
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return float(((y - x @ beta) ** 2).sum())
+
+
+def test_anova_of_an_unbalanced_grid_is_type_ii_by_model_comparison():
+    """Unequal replicates: Type I (sequential) and Type II sums of squares differ; the code must give Type II,
+    here computed as the drop in residual SS when a term is added last among terms of its order."""
+    cells = {("A", 1e-3): [0.50, 0.54, 0.52], ("A", 5e-3): [0.61], ("A", 1e-2): [0.40, 0.44],
+             ("B", 1e-3): [0.58], ("B", 5e-3): [0.70, 0.74, 0.69, 0.71], ("B", 1e-2): [0.47, 0.52]}
+    frame = pd.DataFrame([{"architecture": a, "learning_rate": lr, "batch_size": 8, "y": v}
+                          for (a, lr), vals in cells.items() for v in vals])
+    got = stats.factorial_anova(frame, "y").table
+    y = frame["y"].to_numpy()
+    arch = (frame["architecture"] == "B").to_numpy(float)[:, None]
+    lr = np.column_stack([np.isclose(frame["learning_rate"], v) for v in (5e-3, 1e-2)]).astype(float)
+    inter = arch * lr
+    full = _rss(y, arch, lr, inter)
+    ss_arch = _rss(y, lr) - _rss(y, arch, lr)
+    ss_lr = _rss(y, arch) - _rss(y, arch, lr)
+    ss_int = _rss(y, arch, lr) - full
+    df_e = len(y) - 6
+    expected = {"architecture": (ss_arch, 1), "learning rate": (ss_lr, 2), "architecture x learning rate": (ss_int, 2)}
+    for term, (ss, df) in expected.items():
+        f = (ss / df) / (full / df_e)
+        assert got.loc[term, "sum_sq"] == pytest.approx(ss, rel=1e-9)
+        assert got.loc[term, "df"] == df and got.loc[term, "mean_sq"] == pytest.approx(ss / df, rel=1e-9)
+        assert got.loc[term, "F"] == pytest.approx(f, rel=1e-9)
+        assert got.loc[term, "p"] == pytest.approx(sps.f.sf(f, df, df_e), rel=1e-9)
+        assert got.loc[term, "partial_eta_sq"] == pytest.approx(ss / (ss + full), rel=1e-9)
+    assert got.loc["residual", "sum_sq"] == pytest.approx(full, rel=1e-9) and got.loc["residual", "df"] == df_e
+    # sequential (Type I) sums of squares would differ here: the test can tell the two apart
+    assert abs((_rss(y) - _rss(y, arch)) - ss_arch) > 1e-4
+
+
+def test_anova_of_a_constant_response_is_skipped_with_its_reason():
+    """All runs at the same value (every best epoch the last, say): no F, and no effect size from the
+    rounding dust a least-squares fit leaves (it gave a partial eta squared of 0.09)."""
+    frame = pd.DataFrame({"architecture": ["A", "A", "B", "B"], "learning_rate": [1e-3] * 4, "batch_size": 8,
+                          "y": [0.5] * 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = stats.factorial_anova(frame, "y")
+    assert got.table is None and got.skipped == "every run has the same y; there is no variance to explain"
+    nearly = stats.factorial_anova(frame.assign(y=[0.5, 0.5, 0.5, 0.5 + 1e-6]), "y")  # a real difference
+    assert nearly.skipped == "" and nearly.table.loc["architecture", "partial_eta_sq"] > 0
+
+
+def test_cell_intervals_of_nothing_keep_their_shape():
+    cols = ["architecture", "learning_rate", "batch_size", "n", "mean", "std", "ci_low", "ci_high", "ci_method"]
+    empty = stats.cell_intervals(pd.DataFrame(columns=["architecture", "learning_rate", "batch_size", "y"]), "y")
+    assert empty.empty and list(empty.columns) == cols
+    blank = pd.DataFrame({"architecture": ["A"], "learning_rate": [1e-3], "batch_size": [8], "y": [np.nan]})
+    expected = pd.DataFrame({"architecture": ["A"], "learning_rate": [1e-3], "batch_size": [8], "n": [0],
+                             "mean": [np.nan], "std": [np.nan], "ci_low": [np.nan], "ci_high": [np.nan],
+                             "ci_method": ["none"]})
+    pd.testing.assert_frame_equal(stats.cell_intervals(blank, "y"), expected)

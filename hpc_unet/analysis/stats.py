@@ -94,6 +94,10 @@ def factorial_anova(frame: pd.DataFrame, response: str, factors: tuple[str, ...]
     if not active:
         result.skipped = "no factor has 2 or more levels with completed runs"
         return result
+    if no_spread(data[response].to_numpy(dtype=float)):
+        # e.g. every run's best epoch is the last: F is 0/0, and sums of squares are rounding dust
+        result.skipped = f"every run has the same {response}; there is no variance to explain"
+        return result
     if data.groupby(active).size().max() >= 2:
         max_order = len(active)
     else:

@@ -83,6 +83,8 @@ def test_collect_json_holds_every_list_of_a_mixed_study(tmp_path):
     assert list(results["attempt_id"]) == [second, f"{u16}.a001.0000abcd", f"{a8}.a001.0000abcd",
                                            f"{r8}.a001.0000abcd"]
     assert list(results["attempts"]) == [2, 1, 1, 1]
+    shard = pq.read_schema(study.shards_dir / f"{second}.completed.summary.parquet").names
+    assert list(results.columns) == ["exp_id", *[c for c in shard if c != "exp_id"], "attempts"]  # no index
     assert list(history["exp_id"]) == [u8] * 3 + [u16] + [a8] * 3 + [r8] * 3
 
 
@@ -116,6 +118,18 @@ def test_cached_and_new_histories_come_out_in_manifest_then_epoch_order(tmp_path
     assert list(history["attempt_id"]) == [a0] * 6 + [a1] * 6
     assert list(history["epoch"]) == [1, 2, 3, 4, 5, 6] * 2
     assert list(history["loss"]) == [1.0 / e for e in range(1, 7)] * 2
+
+
+def test_a_summary_s_own_attempts_column_gives_way_to_the_count(tmp_path):
+    """A summary carrying an ``attempts`` column (a results row written back as a shard) is collected with
+    the number of attempts counted from the shards, not with its own value."""
+    study = make_study(tmp_path / "s", *UNET)
+    fake_shard(study, E0, 1, row={**get_row(study, E0), "attempts": 7})
+    fake_shard(study, E0, 2, "failed", row={**get_row(study, E0), "attempts": 7})
+    assert collect(study).completed == 1
+    results, _ = read_collected(study)
+    assert list(results["attempts"]) == [2] and list(results["attempt"]) == [1]
+    assert list(results.columns).count("attempts") == 1
 
 
 class _Gone:

@@ -132,6 +132,22 @@ def test_a_summary_s_own_attempts_column_gives_way_to_the_count(tmp_path):
     assert list(results.columns).count("attempts") == 1
 
 
+def test_collect_sweeps_dead_temporaries_in_results_and_recreates_a_removed_lock(tmp_path):
+    """A killed collect's temporary (``.NAME.XXXXXXXX.tmp``) in results/ goes at the next collect, a full
+    one or an unchanged one; a lock file removed by hand is created again, not an error."""
+    study = make_study(tmp_path / "s", *UNET)
+    fake_shard(study, E0, 1)
+    study.results_dir.mkdir()
+    dead = study.results_dir / ".results.parquet.abcd1234.tmp"
+    dead.write_bytes(b"half written")
+    first = collect(study)
+    assert not dead.exists() and first.shards_read == 1
+    dead.write_bytes(b"half written")
+    (study.results_dir / ".collect.lock").unlink()
+    assert collect(study).as_dict() == {**first.as_dict(), "shards_read": 0}  # unchanged
+    assert not dead.exists() and (study.results_dir / ".collect.lock").exists()
+
+
 class _Gone:
     """A directory entry whose file went away between listing and stat."""
 

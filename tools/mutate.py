@@ -31,7 +31,7 @@ MODULES: dict[str, list[str]] = {
     "lease": ["tests/test_lease.py", "tests/test_slurm_lease.py", "-m", "not slurm and not slow"],
     "results.shards": ["tests/test_results_shards.py", "tests/test_reliability_shards.py", "tests/test_collect_fast.py"],
     # not test_collect_cli's large-study status test: 26 s for each of collect's ~800 mutants
-    "results.collect": ["tests/test_collect_fast.py", "tests/test_reliability_shards.py",
+    "results.collect": ["tests/test_collect_fast.py", "tests/test_collect_exact.py", "tests/test_reliability_shards.py",
                         "tests/test_collect_cli.py::test_collect_prunes_checkpoints_of_completed_experiments",
                         "tests/test_collect_cli.py::test_collect_reads_version_1_shards_with_the_old_spelling",
                         "tests/test_analysis_learning.py::test_collect_lists_not_learned_and_marginal_runs"],

@@ -110,6 +110,29 @@ def test_patch_overlaps_hand_values_and_pooling() -> None:
         patch_overlaps(t, p[:1])
 
 
+def test_patch_overlaps_edges_and_messages() -> None:
+    # bool masks (as thresholded predictions arrive) still give float64 sums, per the docstring
+    t = np.array([[[True, True], [False, False]]])
+    p = np.array([[[True, False], [True, False]]])
+    inter, union = patch_overlaps(t, p)
+    assert inter.dtype == union.dtype == np.float64 and inter.tolist() == [1.0] and union.tolist() == [3.0]
+    # one axis is enough: one value per sample, nothing to sum
+    inter, union = patch_overlaps(np.array([1.0, 0.0, 0.5]), np.array([1.0, 1.0, 0.5]))
+    assert inter.tolist() == [1.0, 0.0, 0.25] and union.tolist() == [1.0, 1.0, 0.75]
+    with pytest.raises(ValueError, match=r"^y_true shape \(2, 3\) != y_pred shape \(1, 3\)$"):
+        patch_overlaps(np.zeros((2, 3)), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"^need at least one axis \(samples\)$"):
+        patch_overlaps(np.float64(1.0), np.float64(1.0))
+
+
+def test_thresholded_iou_counts_a_soft_label_of_one_half_as_background() -> None:
+    # t=[0.5, 1] -> [0, 1] (0.5 is not above 0.5), p=[1, 1]: I=1, U=2 -> (1+1)/(2+1)
+    t, p = np.array([[0.5, 1.0]], "float32"), np.array([[1.0, 1.0]], "float32")
+    assert _value(ThresholdedIoU(), (t, p)) == pytest.approx(2 / 3, abs=1e-12)
+    t = np.array([[0.5001, 1.0]], "float32")  # just above: foreground, I=2, U=2 -> 1
+    assert _value(ThresholdedIoU(), (t, p)) == pytest.approx(1.0, abs=1e-12)
+
+
 def _naive_jaccard(y_true, y_pred):  # the original study's function metric, averaged per batch by Keras
     t = ops.reshape(y_true, (-1,))
     p = ops.reshape(y_pred, (-1,))

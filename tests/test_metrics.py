@@ -96,6 +96,19 @@ def test_make_metrics_names_order_direction_and_config_roundtrip() -> None:
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(m))
         assert type(again) is type(m) and again.get_config() == m.get_config()
     assert keras.saving.get_registered_object("hpc_unet>JacardCoef") is JacardCoef
+    # float64 is each metric's declared dtype (the module docstring's reason), kept through a save
+    assert [m.get_config()["dtype"] for m in ms] == ["float64"] * 3 and all(m.dtype == "float64" for m in ms)
+
+
+@pytest.mark.parametrize(("cls", "expected"), [
+    (JacardCoef, (1.5 + 0.25) / (2.5 + 0.25)),   # batch A with smooth 0.25, by hand
+    (ThresholdedIoU, (1 + 0.25) / (2 + 0.25)),
+    (Dice, (2 * 1.5 + 0.25) / (2 + 2 + 0.25)),
+])
+def test_smooth_is_passed_through(cls: type, expected: float) -> None:
+    metric = cls(smooth=0.25)
+    assert metric.get_config()["smooth"] == 0.25
+    assert _value(metric, (A_T, A_P)) == pytest.approx(expected, abs=1e-12)
 
 
 def test_patch_overlaps_hand_values_and_pooling() -> None:

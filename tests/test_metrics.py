@@ -98,6 +98,20 @@ def test_make_metrics_names_order_direction_and_config_roundtrip() -> None:
     assert keras.saving.get_registered_object("hpc_unet>JacardCoef") is JacardCoef
     # float64 is each metric's declared dtype (the module docstring's reason), kept through a save
     assert [m.get_config()["dtype"] for m in ms] == ["float64"] * 3 and all(m.dtype == "float64" for m in ms)
+    for m in ms:  # the running sums themselves: float32 ones would drift past 2**24 pixels
+        assert [(v.name, str(v.dtype)) for v in m.variables] == [
+            ("intersection", "float64"), ("sum_true", "float64"), ("sum_pred", "float64")]
+
+
+def test_per_pixel_sample_weights_line_up_with_the_mask() -> None:
+    # masks (1, 2, 2, 1) and a weight per pixel (1, 2, 2): the weight gains the channel axis at the end
+    t = np.array([[[[1.0], [1.0]], [[0.0], [1.0]]]], "float32")
+    p = np.array([[[[1.0], [0.0]], [[1.0], [1.0]]]], "float32")
+    w = np.array([[[1.0, 0.0], [1.0, 0.0]]], "float32")  # keeps pixels (0,0) and (1,0) only
+    # kept: t=[1, 0], p=[1, 1] -> I=1, T=1, P=2, U=2 -> (1+1)/(2+1)
+    m = JacardCoef()
+    m.update_state(t, p, sample_weight=w)
+    assert float(m.result()) == pytest.approx(2 / 3, abs=1e-12)
 
 
 @pytest.mark.parametrize(("cls", "expected"), [

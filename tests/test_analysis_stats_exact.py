@@ -329,6 +329,13 @@ def test_bootstrap_jaccard_is_the_percentile_bootstrap_written_out():
     assert (lo, hi) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), rel=1e-12)
     _, lo90, hi90 = stats.bootstrap_jaccard(inter, union, level=0.90)
     assert (lo90, hi90) == pytest.approx(tuple(np.quantile(boots, [0.05, 0.95])), rel=1e-12)
+    # with 25 patches the percentiles move with every resample: the default is 2000 of them, seed 0
+    union = rng.uniform(100, 300, 25)
+    inter = union * rng.uniform(0.4, 0.9, 25)
+    idx = np.random.default_rng(0).integers(0, 25, size=(2000, 25))
+    boots = (inter[idx].sum(1) + 1) / (union[idx].sum(1) + 1)
+    assert stats.bootstrap_jaccard(inter, union)[1:] == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])),
+                                                                      rel=1e-12)
 
 
 def test_paired_bootstrap_of_two_runs_a_side_averages_the_runs_on_shared_resamples():

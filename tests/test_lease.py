@@ -196,6 +196,29 @@ def test_a_heartbeat_survives_a_transient_error_and_stops_with_end(study, monkey
     assert capsys.readouterr().err == ""
 
 
+def test_end_waits_for_a_heartbeat_in_flight(study, monkeypatch, capsys):
+    """end() while a beat is half done: it waits for that beat, then releases; the beat never finds the lease
+    gone and never reports a takeover (without the join the beat lands after the release and does)."""
+    import threading
+
+    monkeypatch.setenv(lease_mod.ENV_STALE, "0.4")  # a beat every 0.1 s
+    lease = take(study, "e1")
+    real, in_beat = lease._refresh, threading.Event()
+
+    def slow():
+        in_beat.set()
+        time.sleep(0.3)  # the beat is in flight while end() runs
+        return real()
+
+    lease._refresh = slow
+    lease.start_heartbeat()
+    assert in_beat.wait(30)
+    lease.end()
+    assert not lease._thread.is_alive() and not lease.lost
+    assert read_lease(study.run_dir("e1")) is None
+    assert capsys.readouterr().err == ""
+
+
 def test_the_messages_say_what_happened(study, monkeypatch, capsys):
     from hpc_unet.lease import LeaseHeld
 

@@ -241,7 +241,7 @@ TINY = ["train.epochs=1", "train.run_eagerly=true", "train.base_filters=4", "dat
 LONG_EPOCHS = 16
 ONE_LONG = ['grid.architecture=["UNet"]', "grid.learning_rate=[1e-3]", "grid.batch_size=[8]",
             f"train.epochs={LONG_EPOCHS}",
-            "train.early_stopping=false", "data.synth_slices=8", "data.synth_height=256", "data.synth_width=256",
+            "train.early_stopping=false", "data.synth_slices=24", "data.synth_height=256", "data.synth_width=256",
             "train.base_filters=8"]
 HISTORY_VALUES = ["epoch", "loss", "val_loss", "jacard_coef", "val_jacard_coef", "iou", "val_iou", "dice",
                   "val_dice", "lr"]

@@ -32,6 +32,7 @@ from test_slurm_integration import (
     shard_history,
     slurm_cluster,  # noqa: F401 (the fixture; requested by name below)
     status,
+    stop_controller,
     wait_left_queue,
     wait_states,
 )
@@ -79,7 +80,7 @@ def node_failure(s: Storm, label: str) -> None:
     assert down.returncode == 0, down.stderr
     s.log(f"{label}: node {node} set down, hitting {sorted(e for e, _ in targets)}")
     s.hit(targets, "node failure")
-    states = _sh("squeue", "-h", "-r", "-t", "all", "-o", "%K|%T|%r").stdout.split()
+    states = _sh("squeue", "-h", "-r", "-t", "all", "-o", "%K|%T|%r").stdout.splitlines()
     s.log(f"{label}: squeue after the node failure: {states}")
     resume = _sh("scontrol", "update", f"nodename={node}", "state=resume")
     s.log(f"{label}: resume -> {resume.returncode} {resume.stderr.strip()} "
@@ -89,7 +90,7 @@ def node_failure(s: Storm, label: str) -> None:
 def controller_restart(s: Storm, label: str, env: dict[str, str]) -> None:
     """slurmctld stopped while tasks train, status asked during the outage, then started again."""
     s.wait_target(min_epoch=1)
-    assert _sh("bash", str(SLURM_DIR / "stop.sh"), "slurmctld").returncode == 0
+    stop_controller()
     s.log(f"{label}: slurmctld stopped")
     try:
         time.sleep(5)

@@ -33,6 +33,7 @@ from test_slurm_integration import (
     ok,
     shard_history,
     slurm_cluster,  # noqa: F401 (the fixture; requested by name below)
+    stop_controller,
 )
 
 from hpc_unet.dispatch.records import load_records
@@ -413,7 +414,7 @@ def test_submit_with_the_controller_stopped(tmp_path: Path) -> None:
     submitit pickles in jobs/slurm/, no submission record)."""
     root = make_study(tmp_path / "s", ["grid.learning_rate=[1e-3]", "grid.batch_size=[8]", *STORM])
     before = snapshot(root)
-    assert _sh("bash", str(SLURM_DIR / "stop.sh"), "slurmctld").returncode == 0
+    stop_controller()
     try:
         proc = hpc("submit", "--study", root, "--partition", "a40")
         status = hpc("status", "--study", root)

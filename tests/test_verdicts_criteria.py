@@ -406,9 +406,35 @@ def test_s4_never_reaching_is_not_supported_and_one_reach_has_no_interval():
     assert whole(_s4(never)) == ("S", "a claim", NOT,
                                  "UNet: the best configuration never reached the baseline's best J 0.600", True)
     once = _history({"g0": [0.1, 0.6], "g1": [0.2, 0.5]})
-    assert whole(_s4(once)) == ("S", "a claim", INC, "UNet: epochs to reach the baseline's best J: inf vs baseline's "
-                                "epochs to best 11.0; difference -9.0 (no interval: 1 vs 2 run(s); replicate seeds "
-                                "for one) (no interval excluding 0: inconclusive)", True)
+    assert whole(_s4(once)) == ("S", "a claim", INC, "UNet: epochs to reach the baseline's best J: 2.0 (1 of 2 runs "
+                                "never reached it) vs baseline's epochs to best 11.0; difference -9.0 (no interval: "
+                                "1 vs 2 run(s); replicate seeds for one) (no interval excluding 0: inconclusive)", True)
+
+
+def _s4_three(reach: dict[str, list[float]]) -> common.Verdict:
+    grid = runs([0.7, 0.72, 0.71], "best_val_jaccard", best_epoch=[3, 4, 4])
+    base = runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=[10, 12])
+    return criteria.s4_convergence(ctx_of(grid, baseline=base, history=_history(reach)), H)
+
+
+def test_s4_faster_where_it_got_there_is_not_supported_while_a_run_never_did():
+    """g0 and g1 reach 0.6 at epochs 2 and 3, far below the baseline's 10 and 12 (Welch's interval lies
+    below 0); g2 never reaches it. The difference over the runs that got there would say faster: a seed
+    that never converges keeps that from being supported. With g2 reaching at epoch 4 it is supported."""
+    text = (f"UNet: epochs to reach the baseline's best J: 2.5 (1 of 3 runs never reached it) vs baseline's "
+            f"epochs to best 11.0; difference {welch_text([2, 3], [10, 12], '{:+.1f}')}")
+    got = _s4_three({"g0": [0.1, 0.6], "g1": [0.1, 0.3, 0.65], "g2": [0.1, 0.2, 0.3, 0.5]})
+    assert whole(got) == ("S", "a claim", INC,
+                          text + " (faster where it got there, but not every run did: inconclusive)", True)
+    assert welch([2, 3], [10, 12])[2] < 0  # the interval alone would support it
+    every = _s4_three({"g0": [0.1, 0.6], "g1": [0.1, 0.3, 0.65], "g2": [0.1, 0.2, 0.3, 0.6]})
+    assert whole(every) == ("S", "a claim", SUP, f"UNet: epochs to reach the baseline's best J: 3.0 vs baseline's "
+                            f"epochs to best 11.0; difference {welch_text([2, 3, 4], [10, 12], '{:+.1f}')}", True)
+    slow = criteria.s4_convergence(ctx_of(runs([0.7, 0.72, 0.71], "best_val_jaccard", best_epoch=[3, 4, 4]),
+                                          baseline=runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=[1, 2]),
+                                          history=_history({"g0": [0.1] * 4 + [0.6], "g1": [0.1] * 5 + [0.6],
+                                                            "g2": [0.1]})), H)
+    assert slow.verdict == NOT and "(1 of 3 runs never reached it)" in slow.evidence  # slower stays not supported
 
 
 def test_s4_slower_than_the_baseline_is_not_supported_and_a_straddle_is_inconclusive():
@@ -665,8 +691,7 @@ def test_s4_and_s5_number_formats_on_nan_and_small_values():
     grid = runs([0.7, 0.72], "best_val_jaccard", best_epoch=[3, 4])
     base = runs([0.6, 0.6], "best_val_jaccard", prefix="b", best_epoch=[math.nan, math.nan])
     assert whole(criteria.s4_convergence(ctx_of(grid, baseline=base), H)) == (
-        "S", "a claim", INC, "UNet: epochs to best (no history): 3.5 vs baseline's epochs to best nan; difference "
-        "n/a (no values) (no interval excluding 0: inconclusive)", True)
+        "S", "a claim", INC, "UNet: the baseline has no best epoch recorded, so its convergence is unknown", True)
     g, b = [2e-5, 2.2e-5], [1e-5, 1.1e-5]
     recs = pd.DataFrame([{"architecture": "UNet", "kind": "best", "learning_rate": 1e-3, "batch_size": 8,
                           "jaccard_per_gpu_hour": 1.0}])

@@ -125,15 +125,23 @@ def _epochs_to_reach(ctx: Context, runs: pd.DataFrame, target: float) -> tuple[p
 
 def s4_convergence(ctx: Context, h: dict[str, Any]) -> Verdict:
     def judge(arch: str, runs: pd.DataFrame, base: pd.DataFrame) -> tuple[bool | None, str]:
+        base_e = base.assign(to_target=base["best_epoch"].astype(float))
+        if not np.isfinite(base_e["to_target"]).any():
+            return None, "the baseline has no best epoch recorded, so its convergence is unknown"
         target = float(base[PERFORMANCE].mean())
         reached, how = _epochs_to_reach(ctx, runs, target)
-        if not np.isfinite(reached["to_target"]).any():
+        finite = reached["to_target"][np.isfinite(reached["to_target"])]
+        if finite.empty:
             return False, f"the best configuration never reached the baseline's best J {target:.3f}"
-        base_e = base.assign(to_target=base["best_epoch"].astype(float))
-        d = difference(reached, base_e, "to_target", n_boot=ctx.n_boot)
+        never = len(reached) - len(finite)
+        runs_text = f"{float(finite.mean()):.1f}" + (f" ({never} of {len(reached)} runs never reached it)"
+                                                     if never else "")
+        d = difference(reached, base_e, "to_target", n_boot=ctx.n_boot)  # over the runs that reached it
         ok = interval_verdict(d, good_below=0.0)
-        text = (f"{how}: {float(reached['to_target'].mean()):.1f} vs baseline's epochs to best "
+        text = (f"{how}: {runs_text} vs baseline's epochs to best "
                 f"{float(base_e['to_target'].mean()):.1f}; difference {d.text('{:+.1f}')}")
+        if ok and never:
+            return None, text + " (faster where it got there, but not every run did: inconclusive)"
         return with_note(ok, text)
 
     return _against_baseline(ctx, h, judge, needs_learning=True)

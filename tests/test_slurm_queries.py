@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hpc_unet.status import slurm_state
-from hpc_unet.status.slurm_state import FINISHED, SACCT_FORMAT, SQUEUE_FORMAT, TaskState, query_states
+from hpc_unet.status.slurm_state import FINISHED, SACCT_FORMAT, TaskState, query_states
 
 FAKE = """#!/bin/sh
 printf '%s\\n' "$0 $*" >> "{log}"
@@ -62,7 +62,8 @@ def only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 
 SACCT = ["sacct", "-j", "90,1234", f"--format={SACCT_FORMAT}", "--parsable2", "-n", "-X"]
-SQUEUE = ["squeue", "-h", "-r", "-t", "all", "-j", "{}", "-o", SQUEUE_FORMAT]
+# squeue's %R: the nodes of a running job, "(reason)" of a pending one; %N would print nothing for it
+SQUEUE = ["squeue", "-h", "-r", "-t", "all", "-j", "{}", "-o", "%F|%K|%T|%R|%M"]
 
 
 def test_sacct_first_then_squeue_for_what_it_does_not_know_or_calls_live(fakes):
@@ -76,7 +77,7 @@ def test_sacct_first_then_squeue_for_what_it_does_not_know_or_calls_live(fakes):
         "90_0": TaskState("COMPLETED", "vm1", 600.0, "sacct", "COMPLETED"),
         "90_1": TaskState("RUNNING", "vm2", 301.0, "squeue", "RUNNING"),  # the controller is the truth
         "90_2": TaskState(FINISHED, source="squeue"),  # squeue answered cleanly and does not list it
-        "90_3": TaskState("PENDING", "", 0.0, "squeue", "PENDING"),
+        "90_3": TaskState("PENDING", "", 0.0, "squeue", "PENDING", reason="Priority"),
         "90_4": TaskState(FINISHED, source="squeue"),
     }
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hpc_unet.status.waiting import waiting_lines
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -82,7 +84,9 @@ def eta_line(summary: dict[str, Any]) -> tuple[str, str] | None:
 def summary_text(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
     """The summary as plain text (``status --summary`` prints it without loading rich)."""
     eta = eta_line(summary)
-    return "  ".join(text for text, _ in summary_line(summary, rows)) + (f"\n{eta[0]}" if eta else "")
+    lines = ["  ".join(text for text, _ in summary_line(summary, rows)), *([eta[0]] if eta else []),
+             *waiting_lines(summary.get("waiting") or [])]
+    return "\n".join(lines)
 
 
 def _learning_marker(r: dict) -> str:
@@ -128,6 +132,7 @@ def status_renderable(rows: list[dict], summary: dict, detail: bool = True, show
     parts: list = [Text(summary["study"], style="bold"), line()]
     if summary.get("note"):
         parts.append(Text(summary["note"], style="yellow"))
+    parts += [Text(text, style="bold yellow") for text in waiting_lines(summary.get("waiting") or [])]
     if not detail:
         return Group(*parts)
     hidden: dict[str, int] = {}

@@ -35,7 +35,8 @@ FINISHED = "FINISHED"  # squeue answered and no longer lists the job
 # States in which the task has ended for good (no requeue pending).
 ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                 "DEADLINE", "REVOKED"}
-SQUEUE_FORMAT = "%F|%K|%T|%N|%M"  # array job id, task id (N/A for a plain job), state, nodes, time used
+# array job id, task id (N/A for a plain job), state, nodes (a pending job's "(reason)" instead), time used
+SQUEUE_FORMAT = "%F|%K|%T|%R|%M"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class TaskState:
     elapsed_seconds: float | None = None
     source: str = "none"  # "sacct", "squeue" or "none"
     raw: str = ""
+    reason: str = ""  # why squeue says a job waits (e.g. "JobArrayTaskLimit"); "" when it does not say
 
 
 def parse_elapsed(text: str) -> float | None:
@@ -161,9 +163,10 @@ def parse_squeue(text: str, wanted: set[str]) -> tuple[dict[str, TaskState], boo
             clean = False
             continue
         node = cols[3].strip()
+        reason = node[1:-1].strip() if node.startswith("(") and node.endswith(")") and node != "(null)" else ""
         node = "" if node in ("None assigned", "(null)") or node.startswith("(") else node
         state = TaskState(state=base_state(raw), node=node, elapsed_seconds=parse_elapsed(cols[4]),
-                          source="squeue", raw=raw)
+                          source="squeue", raw=raw, reason=reason)
         for task_id in ids:
             if task_id in wanted:
                 found[task_id] = state

@@ -187,6 +187,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] |
                "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": _restarts(prog, lease, ev),
                "job_id": task.get("job_id", ""), "executor": task.get("executor", ""),
                "slurm_state": getattr(sched, "state", "") if sched else "",
+               "slurm_reason": (getattr(sched, "reason", "") if sched else "") if state == "queued" else "",
                "node": (getattr(sched, "node", "") if sched else "") or prog.get("host", ""),
                "elapsed_seconds": getattr(sched, "elapsed_seconds", None) if sched else None,
                "state_source": getattr(sched, "source", "") if sched else "disk",
@@ -225,10 +226,12 @@ def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
     eta = estimate(rows, time.time(), planned, capacity)  # also sets each row's "eta" (left, queue position)
     waiting_locally = sum(1 for r in rows if r["state"] == "pending" and (r.get("eta") or {}).get("local"))
     down = any(r.get("executor") == "slurm" and r.get("state_source") == "none" for r in rows)
+    from hpc_unet.status.waiting import waiting
+
     return {"study": str(study.root), "total": len(rows), "done": done, "failed": failed,
             "running": running, "queued": counts.get("queued", 0) + waiting_locally,
             "pending": counts.get("pending", 0) - waiting_locally,
             "unknown": counts.get("unknown", 0), "restarts": sum(int(r.get("restarts") or 0) for r in rows),
             "unreadable": sorted(n for r in rows for n in r.get("damaged_shards", ())),
             "counts": counts, "eta_seconds": eta.seconds, "parallel": eta.parallel, "eta_basis": eta.basis,
-            "note": SCHEDULER_DOWN if down else ""}
+            "note": SCHEDULER_DOWN if down else "", "waiting": waiting(rows)}

@@ -1,0 +1,69 @@
+"""`status` says why queued tasks wait, on the real local cluster (slurm/start.sh): a drained node (the state a
+controller outage during a step kill leaves behind, docs/reliability.md) and a user hold, each with Slurm's
+own words and what to do; once the node is back and the hold released the task trains to completion."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from test_slurm_integration import (
+    TINY,
+    _sh,
+    hpc,
+    make_study,
+    ok,
+    slurm_cluster,  # noqa: F401 (the fixture; requested by name below)
+    wait_left_queue,
+)
+
+pytestmark = [pytest.mark.slurm]
+
+DRAINED = "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"
+
+
+def node() -> str:
+    return _sh("sinfo", "-h", "-N", "-o", "%N").stdout.split()[0]
+
+
+def waiting_until(study: Path, reason: str, timeout: float = 60) -> dict:
+    """`status --json` once Slurm gives the task ``reason`` (a new job's reason is "None" until the
+    scheduler has looked at it)."""
+    deadline = time.monotonic() + timeout
+    out: dict = {}
+    while time.monotonic() < deadline:
+        out = json.loads(ok(hpc("status", "--study", study, "--json")))
+        if any(w["reason"] == reason for w in out["summary"]["waiting"]):
+            return out
+        time.sleep(1)
+    raise AssertionError(f"status never said the task waits for {reason!r}: {out.get('summary')}\n"
+                         f"{_sh('squeue', '-t', 'all', '-o', '%i %T %R').stdout}")
+
+
+def test_status_says_why_a_task_waits_and_the_task_runs_once_freed(slurm_cluster: dict, tmp_path: Path) -> None:  # noqa: F811
+    study = make_study(tmp_path / "w", [*TINY, 'grid.architecture=["UNet"]', "grid.learning_rate=[1e-3]",
+                                        "grid.batch_size=[8]"])
+    name = node()
+    assert _sh("scontrol", "update", f"nodename={name}", "state=drain", "reason=hpc-unet-test").returncode == 0
+    try:
+        ok(hpc("submit", "--study", study, "--partition", "a40"))
+        job = json.loads(next((study / "submissions").glob("*.json")).read_text())["tasks"][0]["job_id"]
+        out = waiting_until(study, DRAINED)
+        assert out["summary"]["waiting"] == [{
+            "reason": DRAINED, "count": 1, "jobs": [job],
+            "advice": "a node they need is down or drained: `sinfo -R` says why; they start once an administrator "
+                      "returns it to service"}]
+        assert [r["state"] for r in out["experiments"]] == ["queued"]
+        shown = ok(hpc("status", "--study", study))
+        assert f"1 queued wait on Slurm: {DRAINED}" in " ".join(shown.split()), shown
+        assert _sh("scontrol", "uhold", job).returncode == 0
+        out = waiting_until(study, "JobHeldUser")
+        assert out["summary"]["waiting"][0]["advice"] == f"held: `scontrol release {job}` lets them start"
+    finally:
+        _sh("scontrol", "update", f"nodename={name}", "state=resume")
+    assert _sh("scontrol", "release", job).returncode == 0
+    wait_left_queue([job], timeout=300)
+    out = json.loads(ok(hpc("status", "--study", study, "--json")))
+    assert [r["state"] for r in out["experiments"]] == ["completed"] and out["summary"]["waiting"] == []

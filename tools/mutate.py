@@ -27,7 +27,9 @@ MODULES: dict[str, list[str]] = {
     "predict.scores": ["tests/test_predict_scores.py", "tests/test_properties.py"],
     "predict.tiles": ["tests/test_predict_tiles.py", "tests/test_properties.py"],
     "status.precedence": ["tests/test_slurm_lease.py", "tests/test_properties.py", "-m", "not slurm and not slow"],
-    "status.slurm_state": ["tests/test_slurm_parsing.py", "tests/test_slurm_queries.py", "tests/test_properties.py"],
+    "status.slurm_state": ["tests/test_slurm_parsing.py", "tests/test_slurm_queries.py", "tests/test_properties.py",
+                           "tests/test_status_waiting.py"],
+    "status.waiting": ["tests/test_status_waiting.py"],
     "lease": ["tests/test_lease.py", "tests/test_slurm_lease.py", "-m", "not slurm and not slow"],
     "results.shards": ["tests/test_results_shards.py", "tests/test_reliability_shards.py", "tests/test_collect_fast.py"],
     # not test_collect_cli's large-study status test: 26 s for each of collect's ~800 mutants

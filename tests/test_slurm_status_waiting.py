@@ -1,6 +1,8 @@
-"""`status` says why queued tasks wait, on the real local cluster (slurm/start.sh): a drained node (the state a
-controller outage during a step kill leaves behind, docs/reliability.md) and a user hold, each with Slurm's
-own words and what to do; once the node is back and the hold released the task trains to completion."""
+"""Queued work on the real local cluster (slurm/start.sh) with its only node drained (the state a controller
+outage during a step kill leaves behind, docs/reliability.md): `submit` queues the array although
+`sbatch --test-only` cannot place it, and still refuses a request no node could run (one line, study
+unchanged); `status` says why the task waits (the drain, then a user hold) in Slurm's words with what to do;
+once the node is back and the hold released the task trains to completion."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_reliability_helpers import snapshot
 from test_slurm_integration import (
     TINY,
     _sh,
@@ -48,7 +51,17 @@ def test_status_says_why_a_task_waits_and_the_task_runs_once_freed(slurm_cluster
     name = node()
     assert _sh("scontrol", "update", f"nodename={name}", "state=drain", "reason=hpc-unet-test").returncode == 0
     try:
-        ok(hpc("submit", "--study", study, "--partition", "a40"))
+        # sbatch --test-only refuses both; the real sbatch queues the one that fits and refuses the other
+        before = snapshot(study)
+        huge = hpc("submit", "--study", study, "--partition", "a40", "--mem", "100000G")
+        lines = huge.stderr.strip().splitlines()
+        assert huge.returncode == 2 and len(lines) == 1, huge.stderr
+        assert "Requested node configuration is not available" in lines[0] and "nothing was submitted" in lines[0]
+        assert {k: v for k, v in snapshot(study).items() if not k.startswith(("cache", "data"))} == \
+               {k: v for k, v in before.items() if not k.startswith(("cache", "data"))}
+        shown = ok(hpc("submit", "--study", study, "--partition", "a40"))
+        assert f"note: nodes of this partition are down or drained ({name} (drained: hpc-unet-test))" in shown, shown
+        assert "submitted 1 experiments" in shown, shown
         job = json.loads(next((study / "submissions").glob("*.json")).read_text())["tasks"][0]["job_id"]
         out = waiting_until(study, DRAINED)
         assert out["summary"]["waiting"] == [{

@@ -5,12 +5,16 @@ cluster's wording for a drained node is checked in tests/test_slurm_status_waiti
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 from conftest import cli
 from test_slurm_parsing import on_path, slurm_study  # noqa: F401 (on_path: the fixture, requested by name)
 
+from hpc_unet.dispatch.slurm import NO_NODE_NOW, preflight
+from hpc_unet.errors import UserError
 from hpc_unet.status.slurm_state import parse_squeue
 from hpc_unet.status.waiting import advice, waiting, waiting_lines
 
@@ -97,3 +101,41 @@ def test_status_says_why_tasks_wait_on_a_drained_node(tmp_path: Path, on_path, c
     on_path(squeue=queue.replace(DRAINED, "Resources"), sacct=None)
     assert cli("status", "--study", study.root) == 0
     assert "wait on Slurm" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- submit while the partition's nodes are out
+def fake_slurm_for_preflight(bin_dir: Path, nodes: str, test_only: str) -> None:
+    """scontrol ping UP; sinfo lists partition a40 (and ``nodes`` for -N); sbatch --test-only says ``test_only``."""
+    bin_dir.mkdir(exist_ok=True)
+    bodies = {"scontrol": 'echo "Slurmctld(primary) at vm is UP"',
+              "sinfo": f'case "$*" in *%N*) printf "{nodes}";; *) echo "a40|gpu:a40:4";; esac',
+              "sbatch": f'cat >/dev/null; echo "allocation failure: {test_only}" >&2; exit 1'}
+    for name, body in bodies.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize(("nodes", "test_only", "outcome"), [
+    ("vm|drained|Kill task failed\\n", NO_NODE_NOW, "note: nodes of this partition are down or drained (vm (drained: "
+                                                    "Kill task failed)), so `sbatch --test-only` could not place"),
+    ("a|idle*|none\\nb|mixed|none\\n", NO_NODE_NOW, "are down or drained (a (idle*)), so"),
+    ("a|down|x\\nb|drained|y\\nc|maint|z\\nd|fail|w\\n", NO_NODE_NOW, "(a (down: x), b (drained: y), c (maint: z) and "
+                                                                      "1 more)"),
+    ("a|idle|none\\nb|mixed|none\\nc|allocated|none\\nd|completing|none\\ne|planned|none\\n", NO_NODE_NOW, None),
+    ("vm|drained|Kill task failed\\n", "Invalid generic resource (gres) specification", None),
+    ("", NO_NODE_NOW, None),
+])
+def test_test_only_refusal_is_let_through_only_while_nodes_are_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  nodes: str, test_only: str,
+                                                                  outcome: str | None) -> None:
+    """`sbatch --test-only` says "Requested node configuration is not available" both for a request no node
+    could run and for one that only waits for drained nodes (measured: tests/test_slurm_status_waiting.py);
+    the real sbatch tells them apart, so preflight lets it decide only while some node is out."""
+    fake_slurm_for_preflight(tmp_path / "bin", nodes, test_only)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    if outcome is None:
+        with pytest.raises(UserError, match=re.escape(f"Slurm would refuse this array: allocation failure: {test_only};")):
+            preflight({"partition": "a40"}, "#!/bin/bash\n")
+    else:
+        note = preflight({"partition": "a40"}, "#!/bin/bash\n")
+        assert outcome in note and note.endswith("(`hpc-unet status` says why tasks wait)"), note

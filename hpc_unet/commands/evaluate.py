@@ -78,7 +78,9 @@ def submit(args: argparse.Namespace) -> int:
 
         print(f"# the job runs: hpc-unet evaluate {shlex.join(job_argv)}")
         return 0
-    slurm.preflight(opts, script)
+    waits = slurm.preflight(opts, script)
+    if waits:
+        print(waits)
     from hpc_unet.predict.evaluate import job
 
     executor = slurm.make_executor(folder, opts)

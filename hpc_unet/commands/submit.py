@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
                       + (f" ({note})" if note else "") + " (--retry-failed reruns failed ones)", highlight=False)
         return 0
     if executor == "slurm" and not args.dry_run:
-        slurm.preflight(options, slurm.render_sbatch(study.jobs_dir / "slurm", options, len(planned)))
+        waits = slurm.preflight(options, slurm.render_sbatch(study.jobs_dir / "slurm", options, len(planned)))
+        if waits:
+            console.print(waits, style="yellow", highlight=False)
     if args.dry_run:  # the data a real submit would refuse, refused now (read in memory, nothing written)
         from hpc_unet.data.prepare import check_study_data
 

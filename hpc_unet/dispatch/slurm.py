@@ -477,16 +477,52 @@ def _check_names(opts: dict[str, Any]) -> None:
                             f"({', '.join(sorted(known))}); fix --{key} or [slurm] {key}")
 
 
-def preflight(opts: dict[str, Any], script: str) -> None:
+# Node states in which Slurm can start a job now (sinfo %T, lower case; a trailing "*" means not responding)
+AVAILABLE_NODE_STATES = {"idle", "mixed", "allocated", "completing", "planned"}
+NO_NODE_NOW = "Requested node configuration is not available"
+
+
+def unavailable_nodes(partitions: list[str]) -> list[str]:
+    """'node (state: reason)' for each node of ``partitions`` (all when none named) that cannot start a job
+    now: down, drained, failing, in maintenance, not responding. [] when sinfo does not answer."""
+    cmd = ["sinfo", "-h", "-N", "-o", "%N|%T|%E"] + (["-p", ",".join(partitions)] if partitions else [])
+    rc, out = _ask(cmd)
+    if rc != 0:
+        return []
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        node, _, rest = line.partition("|")
+        state, _, reason = rest.partition("|")
+        state = state.strip().lower()
+        if node.strip() and state and state not in AVAILABLE_NODE_STATES:
+            why = reason.strip() if reason.strip() not in ("", "none") else ""
+            found.setdefault(node.strip(), f"{node.strip()} ({state}{': ' + why if why else ''})")
+    return list(found.values())
+
+
+def preflight(opts: dict[str, Any], script: str) -> str:
     """Everything that can fail without side effects, before the data cache is built or a file written:
     the controller answers, partition / GPU type / account / qos exist, and ``sbatch --test-only`` accepts
-    the very script that would be submitted (limits, GRES, memory, time). Raises UserError with Slurm's words."""
+    the very script that would be submitted (limits, GRES, memory, time). Raises UserError with Slurm's words.
+
+    ``--test-only`` places the job on nodes that can run it now, so with the partition's nodes drained (a
+    maintenance) it refuses what sbatch itself accepts and queues. Then, and only then, the array goes to the
+    real sbatch, which still refuses a request no node could ever run (checked on the local cluster:
+    tests/test_slurm_status_waiting.py); the returned note says so ('' otherwise)."""
     check_reachable()
     _check_names(opts)
     rc, out = _ask(["sbatch", "--test-only"], stdin=script)
-    if rc != 0:
-        raise UserError(f"Slurm would refuse this array: {slurm_message(out)}; nothing was submitted and the "
-                        "study is unchanged")
+    if rc == 0:
+        return ""
+    if NO_NODE_NOW in out:
+        down = unavailable_nodes([p for p in (opts.get("partition") or "").split(",") if p])
+        if down:
+            shown = ", ".join(down[:3]) + (f" and {len(down) - 3} more" if len(down) > 3 else "")
+            return (f"note: nodes of this partition are down or drained ({shown}), so `sbatch --test-only` could not "
+                    "place the array now; submitting it anyway: it waits in the queue until they return "
+                    "(`hpc-unet status` says why tasks wait)")
+    raise UserError(f"Slurm would refuse this array: {slurm_message(out)}; nothing was submitted and the "
+                    "study is unchanged")
 
 
 def snapshot(folder: Path) -> set[Path] | None:

@@ -42,13 +42,15 @@ def test_routine_reasons_are_not_shown(reason: str) -> None:
 
 def test_reasons_are_grouped_most_tasks_first_and_only_for_queued_rows() -> None:
     """Ties in count go by the reason's name; a running task's reason is ignored."""
-    rows = [row(0, "JobHeldUser"), row(1, DRAINED), row(2, DRAINED), row(3, "Priority"),
-            row(4, DRAINED, state="running"), row(5, "AssocGrpGRES"), row(6, "JobHeldUser")]
+    rows = [row(7, "JobHeldUser"), row(1, DRAINED), row(2, DRAINED), row(3, "Priority"),
+            row(4, DRAINED, state="running"), row(0, "AssocGrpGRES"), row(6, "JobHeldUser")]
     got = waiting(rows)
     assert [(w["reason"], w["count"], w["jobs"]) for w in got] == [
-        ("JobHeldUser", 2, ["90_0", "90_6"]), (DRAINED, 2, ["90_1", "90_2"]), ("AssocGrpGRES", 1, ["90_5"])]
-    assert waiting_lines(got)[0] == "2 queued wait on Slurm: JobHeldUser -- held: `scontrol release 90_0 90_6` lets " \
+        ("JobHeldUser", 2, ["90_7", "90_6"]), (DRAINED, 2, ["90_1", "90_2"]), ("AssocGrpGRES", 1, ["90_0"])]
+    assert waiting_lines(got)[0] == "2 queued wait on Slurm: JobHeldUser -- held: `scontrol release 90_7 90_6` lets " \
                                     "them start"
+    no_job = {"exp_id": "e9", "state": "queued", "slurm_reason": "JobHeldAdmin"}  # named by its experiment
+    assert [w["jobs"] for w in waiting([no_job])] == [["e9"]]
 
 
 @pytest.mark.parametrize(("reason", "words"), [

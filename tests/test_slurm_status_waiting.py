@@ -64,10 +64,10 @@ def test_status_says_why_a_task_waits_and_the_task_runs_once_freed(slurm_cluster
         assert "submitted 1 experiments" in shown, shown
         job = json.loads(next((study / "submissions").glob("*.json")).read_text())["tasks"][0]["job_id"]
         out = waiting_until(study, DRAINED)
-        assert out["summary"]["waiting"] == [{
-            "reason": DRAINED, "count": 1, "jobs": [job],
-            "advice": "a node they need is down or drained: `sinfo -R` says why; they start once an administrator "
-                      "returns it to service"}]
+        (seen,) = out["summary"]["waiting"]
+        assert (seen["reason"], seen["count"], seen["jobs"]) == (DRAINED, 1, [job])
+        assert seen["advice"].startswith("their nodes are down, drained, or held by a higher-priority partition: "
+                                         "`sinfo -R` lists down and drained nodes"), seen
         assert [r["state"] for r in out["experiments"]] == ["queued"]
         shown = ok(hpc("status", "--study", study))
         assert f"1 queued wait on Slurm: {DRAINED}" in " ".join(shown.split()), shown

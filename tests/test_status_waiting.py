@@ -54,7 +54,9 @@ def test_reasons_are_grouped_most_tasks_first_and_only_for_queued_rows() -> None
 
 
 @pytest.mark.parametrize(("reason", "words"), [
-    (DRAINED, "a node they need is down or drained: `sinfo -R` says why"),
+    (DRAINED, "their nodes are down, drained, or held by a higher-priority partition: `sinfo -R` lists down and "
+              "drained nodes with why (they start once an administrator returns one to service); if none is "
+              "listed, they start when the higher-priority jobs end"),
     ("ReqNodeNotAvail, UnavailableNodes:gpu01", "a node they need is down or drained"),
     ("NodeDown", "a node they need is down or drained"),
     ("launch failed requeued held", "failed launch: check the node (`sinfo -R`), then `scontrol release 9_1 9_2 9_3 ...`"),
@@ -91,11 +93,10 @@ def test_status_says_why_tasks_wait_on_a_drained_node(tmp_path: Path, on_path, c
     assert cli("status", "--study", study.root, "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["waiting"] == [{"reason": DRAINED, "count": 2, "jobs": ["90_1", "90_2"],
-                                          "advice": "a node they need is down or drained: `sinfo -R` says why; "
-                                                    "they start once an administrator returns it to service"}]
+                                          "advice": advice(DRAINED, [])}]
     reasons = {r["exp_id"]: r["slurm_reason"] for r in out["experiments"]}
     assert reasons == {ids[0]: "Priority", ids[1]: DRAINED, ids[2]: DRAINED}
-    line = f"2 queued wait on Slurm: {DRAINED} -- a node they need is down or drained"
+    line = f"2 queued wait on Slurm: {DRAINED} -- their nodes are down, drained, or held by a higher-priority"
     for flags in ([], ["--summary"]):
         assert cli("status", "--study", study.root, *flags) == 0
         text = capsys.readouterr().out

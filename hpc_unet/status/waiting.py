@@ -17,7 +17,13 @@ ROUTINE = frozenset({"", "None", "Priority", "Resources", "JobArrayTaskLimit", "
 
 # (test, advice): the first whose test matches the reason gives the advice.
 ADVICE: tuple[tuple[Any, str], ...] = (
-    (lambda r: "DOWN, DRAINED" in r or r.startswith(("ReqNodeNotAvail", "NodeDown")),
+    # Slurm gives this one reason for nodes that are down or drained and for nodes a higher-priority
+    # partition holds (a preemption), so the advice covers both
+    (lambda r: "DOWN, DRAINED" in r,
+     "their nodes are down, drained, or held by a higher-priority partition: `sinfo -R` lists down and "
+     "drained nodes with why (they start once an administrator returns one to service); if none is listed, "
+     "they start when the higher-priority jobs end"),
+    (lambda r: r.startswith(("ReqNodeNotAvail", "NodeDown")),
      "a node they need is down or drained: `sinfo -R` says why; they start once an administrator returns it "
      "to service"),
     (lambda r: r == "launch failed requeued held",

@@ -35,7 +35,7 @@ def row(i: int, reason: str, state: str = "queued") -> dict:
 
 
 @pytest.mark.parametrize("reason", ["", "None", "Priority", "Resources", "JobArrayTaskLimit", "BeginTime",
-                                    "Dependency"])
+                                    "Dependency", "Licenses"])
 def test_routine_reasons_are_not_shown(reason: str) -> None:
     assert waiting([row(0, reason), row(1, reason)]) == []
 
@@ -64,7 +64,11 @@ def test_reasons_are_grouped_most_tasks_first_and_only_for_queued_rows() -> None
     ("JobHeldAdmin", "held by an administrator"),
     ("DependencyNeverSatisfied", "a dependency can never be met: `scancel 9_1 9_2 9_3 ...`"),
     ("BadConstraints", "no node has what they ask for"),
-    ("ReqNodeFeature", "no node has what they ask for"),
+    ("AssociationJobLimit", "an account or QOS limit"),
+    ("QOSMaxWallDurationPerJobLimit", "more than one job may have under the account or QOS, so they never start: "
+                                      "`scancel 9_1 9_2 9_3 ...`"),
+    ("AssocMaxGRESPerJob", "so they never start"),
+    ("InvalidQOS", "then submit with a valid --account / --qos"),
     ("InvalidQOS", "the account or QOS is not valid for you"),
     ("InvalidAccount", "the account or QOS is not valid for you"),
     ("PartitionDown", "the partition's state or limits hold them"),
@@ -72,6 +76,10 @@ def test_reasons_are_grouped_most_tasks_first_and_only_for_queued_rows() -> None
     ("QOSMaxGRESPerUser", "an account or QOS limit"),
     ("AssocGrpGRES", "an account or QOS limit"),
     ("MaxGRESPerAccount", "an account or QOS limit"),
+    ("MaxCpuPerAccount", "an account or QOS limit"),
+    ("MaxMemoryPerAccount", "an account or QOS limit"),
+    ("AccountingPolicy", "an account or QOS limit"),
+    ("MaxGRESPerJob", "`scontrol show job 9_1 9_2 9_3 ...` says more"),  # not a "Max...PerAccount"
     ("Reservation", "`scontrol show job 9_1 9_2 9_3 ...` says more"),
 ])
 def test_advice_for_each_kind_of_reason(reason: str, words: str) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 # Reasons that resolve on their own as other jobs end or time passes.
-ROUTINE = frozenset({"", "None", "Priority", "Resources", "JobArrayTaskLimit", "BeginTime", "Dependency"})
+ROUTINE = frozenset({"", "None", "Priority", "Resources", "JobArrayTaskLimit", "BeginTime", "Dependency",
+                     "Licenses"})
 
 # (test, advice): the first whose test matches the reason gives the advice.
 ADVICE: tuple[tuple[Any, str], ...] = (
@@ -32,13 +33,17 @@ ADVICE: tuple[tuple[Any, str], ...] = (
     (lambda r: r == "JobHeldAdmin", "held by an administrator: only they can release them"),
     (lambda r: r == "DependencyNeverSatisfied", "a dependency can never be met: `scancel {jobs}`, then "
      "`hpc-unet submit` again"),
-    (lambda r: r in ("BadConstraints", "ReqNodeFeature"),
+    (lambda r: r == "BadConstraints",
      "no node has what they ask for: check --constraint and --gpu-type, then `scancel {jobs}` and submit again"),
     (lambda r: r.startswith(("InvalidAccount", "InvalidQOS")),
-     "the account or QOS is not valid for you: `scancel {jobs}`, then submit with --account/--qos that are"),
+     "the account or QOS is not valid for you: `scancel {jobs}`, then submit with a valid --account / --qos"),
     (lambda r: r.startswith("Partition"), "the partition's state or limits hold them: `scontrol show partition` "
      "says which"),
-    (lambda r: r.startswith(("QOS", "Assoc", "MaxGRES", "MaxCpu", "MaxMem")),
+    (lambda r: r.startswith(("QOS", "Assoc")) and "PerJob" in r,
+     "they ask for more than one job may have under the account or QOS, so they never start: `scancel {jobs}`, "
+     "then submit within the limit (--time, --mem, GPUs)"),
+    (lambda r: r.startswith(("QOS", "Assoc")) or r == "AccountingPolicy" or (r.startswith("Max")
+                                                                           and r.endswith("PerAccount")),
      "an account or QOS limit: they start as your other jobs end"),
 )
 OTHER = "`scontrol show job {jobs}` says more"

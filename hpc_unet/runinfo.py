@@ -47,3 +47,16 @@ def job_id() -> str:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID", "")
+
+
+_STOPPING: list[str] = []
+
+
+def mark_stopping(why: str) -> None:
+    """Record that this process is being stopped (a preemption's USR2 handler is ending it)."""
+    _STOPPING.append(why)
+
+
+def stopping() -> str:
+    """Why this process is being stopped ('' when it is not): what a failure that follows really is."""
+    return _STOPPING[-1] if _STOPPING else ""

@@ -15,6 +15,7 @@ from typing import Any
 
 import submitit
 
+from hpc_unet import runinfo
 from hpc_unet.dispatch import jobscript
 from hpc_unet.study import Study
 
@@ -27,6 +28,11 @@ def _guard_preemption_handler() -> None:
     was recorded as a ``failed`` shard (seen in the storm test). The job is requeued by Slurm anyway
     (PreemptMode=REQUEUE); if it is not, the task ends without a result, shows as lost and a plain
     ``submit`` resumes it from its checkpoint. submitit's own "timed out too many times" stays a failure.
+
+    The handler's SystemExit is raised wherever the main thread was, possibly inside a TensorFlow scope whose
+    exit then raises its own error in place of it (the storm test saw "RuntimeError: Variable creator scope
+    nesting error" recorded as a failed shard of a preempted task). So the stop is also recorded in
+    ``runinfo``, and training reads any failure after it as the interruption it is (train/run.py).
     """
     import signal
 
@@ -39,11 +45,15 @@ def _guard_preemption_handler() -> None:
     def handler(signum: int, frame: Any) -> None:
         try:
             original(signum, frame)
-        except (SystemExit, KeyboardInterrupt, UncompletedJobError):
+        except UncompletedJobError:
+            raise
+        except (SystemExit, KeyboardInterrupt):
+            runinfo.mark_stopping("USR2: checkpointed and requeued")
             raise
         except BaseException as exc:
             print(f"hpc-unet: requeue on USR2 failed ({type(exc).__name__}: {exc}); the task stops as interrupted",
                   file=sys.stderr, flush=True)
+            runinfo.mark_stopping("USR2: requeue failed")
             raise SystemExit(-1) from exc
 
     handler.hpc_unet_guard = True  # type: ignore[attr-defined]

@@ -224,7 +224,9 @@ def run_experiment(row: dict[str, Any], study: Study, *, attempt: int = 1, fresh
     except BaseException as exc:
         status = _classify(exc)
         if status is None:
-            raise  # KeyboardInterrupt / SystemExit: the task is being stopped, not failing
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise  # the task is being stopped, not failing
+            raise SystemExit(-1) from exc  # the stop, disguised by the code it interrupted (see _classify)
         summary = {**base, **summarize_history(history, int(row["epochs"])), **state, "status": status,
                    "error_type": type(exc).__name__, "error_message": str(exc)[:2000],
                    "error_traceback": "".join(traceback.format_exception(exc)[-6:])[-4000:],
@@ -255,7 +257,11 @@ def _record_end(progress: Progress, **fields: Any) -> None:
 
 
 def _classify(exc: BaseException) -> str | None:
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
+    """The status a training exception records; None when it is the task being stopped: a SystemExit or
+    KeyboardInterrupt, an error raised while one was propagating (in its chain: TensorFlow's scope exits
+    raise their own errors "from None", which keeps the stop as the context), or any error after this
+    process was told to stop (runinfo.stopping, set by the preemption handler)."""
+    if runinfo.stopping() or _stop_in_chain(exc):
         return None
     import sys
 
@@ -265,6 +271,20 @@ def _classify(exc: BaseException) -> str | None:
     if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
         return "oom"
     return "failed"
+
+
+def _stop_in_chain(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a SystemExit or KeyboardInterrupt."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            return True
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+    return False
 
 
 def _predict(model: Any, x: Any, batch_size: int) -> Any:

@@ -101,7 +101,10 @@ def test_status_says_why_tasks_wait_on_a_drained_node(tmp_path: Path, on_path, c
     assert cli("status", "--study", study.root, "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["waiting"] == [{"reason": DRAINED, "count": 2, "jobs": ["90_1", "90_2"],
-                                          "advice": advice(DRAINED, [])}]
+                                          "advice": "their nodes are down, drained, or held by a higher-priority "
+                                                    "partition: `sinfo -R` lists down and drained nodes with why (they "
+                                                    "start once an administrator returns one to service); if none is "
+                                                    "listed, they start when the higher-priority jobs end"}]
     reasons = {r["exp_id"]: r["slurm_reason"] for r in out["experiments"]}
     assert reasons == {ids[0]: "Priority", ids[1]: DRAINED, ids[2]: DRAINED}
     line = f"2 queued wait on Slurm: {DRAINED} -- their nodes are down, drained, or held by a higher-priority"

@@ -26,6 +26,7 @@ from hpc_unet.results.shards import (
 )
 from hpc_unet.status import precedence
 from hpc_unet.status.precedence import Evidence
+from hpc_unet.status.waiting import waiting
 from hpc_unet.study import Study, read_json
 
 if TYPE_CHECKING:  # status runs without pandas (startup time; docs/bench.md)
@@ -187,7 +188,7 @@ def experiment_states(study: Study, frame: pd.DataFrame | list[dict[str, Any]] |
                "last_epoch_seconds": prog.get("last_epoch_seconds"), "restarts": _restarts(prog, lease, ev),
                "job_id": task.get("job_id", ""), "executor": task.get("executor", ""),
                "slurm_state": getattr(sched, "state", "") if sched else "",
-               "slurm_reason": (getattr(sched, "reason", "") if sched else "") if state == "queued" else "",
+               "slurm_reason": getattr(sched, "reason", "") if state == "queued" else "",
                "node": (getattr(sched, "node", "") if sched else "") or prog.get("host", ""),
                "elapsed_seconds": getattr(sched, "elapsed_seconds", None) if sched else None,
                "state_source": getattr(sched, "source", "") if sched else "disk",
@@ -226,8 +227,6 @@ def summarize(rows: list[dict[str, Any]], study: Study) -> dict[str, Any]:
     eta = estimate(rows, time.time(), planned, capacity)  # also sets each row's "eta" (left, queue position)
     waiting_locally = sum(1 for r in rows if r["state"] == "pending" and (r.get("eta") or {}).get("local"))
     down = any(r.get("executor") == "slurm" and r.get("state_source") == "none" for r in rows)
-    from hpc_unet.status.waiting import waiting
-
     return {"study": str(study.root), "total": len(rows), "done": done, "failed": failed,
             "running": running, "queued": counts.get("queued", 0) + waiting_locally,
             "pending": counts.get("pending", 0) - waiting_locally,
